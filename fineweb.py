@@ -1,0 +1,15 @@
+"""FineWeb-Edu (or any Hugging Face text dataset, or local files) -> training-ready token shards.
+
+    python fineweb.py                      # sample-10BT -> edu_fineweb10B/, like build-nanogpt
+    python fineweb.py --help               # every flag
+    python fineweb.py verify DIR           # check shards against the manifest
+
+The work is done by the modules of tokshards/, one per stage:
+sources.py / hub.py (read) -> tokenizer.py -> writer.py -> manifest.py, joined by pipeline.py.
+"""
+import sys
+
+from tokshards.cli import main
+
+if __name__ == "__main__":  # the guard multiprocessing needs under spawn/forkserver
+    sys.exit(main())

@@ -1,0 +1,1 @@
+from .errors import UserError  # noqa: F401

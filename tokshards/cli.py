@@ -1,0 +1,223 @@
+"""The command line: flags (and TOML presets) -> a Job; subcommands for what comes after."""
+import argparse
+import codecs
+import errno
+import os
+import re
+import sys
+import time
+import tomllib
+
+from .errors import UserError
+from .formats import FORMATS
+
+DEFAULTS = {
+    "dataset": "HuggingFaceFW/fineweb-edu", "remote": "sample-10BT", "input": None, "text_column": "text",
+    "doc_separator": "\\n\\n", "local_dir": None, "prefix": None, "shard_size": "100M", "format": "bin",
+    "tokenizer": "gpt2", "eot_token": None, "nprocs": None, "max_tokens": None, "revision": None,
+    "retries": 20, "retry_time": 1800, "quiet": False, "overwrite": False, "disk_check": True,
+}
+
+EXAMPLES = """examples:
+  python fineweb.py                                   # FineWeb-Edu sample-10BT -> edu_fineweb10B/ (build-nanogpt)
+  python fineweb.py --remote 100BT --format llmc      # sample-100BT -> edu_fineweb100B/, llm.c .bin files
+  python fineweb.py --dataset HuggingFaceFW/fineweb --remote 10BT   # plain FineWeb -> fineweb10B/
+  python fineweb.py --input train_fineweb.txt --shard-size 10M      # a local text file of any size
+  python fineweb.py --config config/sample-10BT.toml --max-tokens 500M
+  python fineweb.py verify edu_fineweb10B             # re-check every shard against manifest.json
+Rerun the same command after a crash or Ctrl-C: it resumes after the last complete shard."""
+
+
+def parse_size(text):
+    """'100M', '1e8', '100000000', '1.5B', '500K' -> int."""
+    s = str(text).strip().replace("_", "").replace(",", "")
+    m = re.fullmatch(r"(\d+(?:\.\d*)?(?:[eE]\d+)?)\s*([kKmMbBgGtT]?)", s)
+    if not m:
+        raise UserError(f"not a size: {text!r} (use e.g. 100M, 1e8, 100000000, 1.5B)")
+    mult = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}[m.group(2).lower()]
+    value = float(m.group(1)) * mult
+    if value < 1 or value != int(value):
+        raise UserError(f"not a whole positive number of tokens: {text!r}")
+    return int(value)
+
+
+def build_parser():
+    S = argparse.SUPPRESS  # only flags actually given end up in the namespace; see merge()
+    p = argparse.ArgumentParser(
+        prog="fineweb.py",
+        description="Stream FineWeb-Edu (any Hugging Face text dataset, or local files) into "
+        "nanoGPT / build-nanogpt / llm.c token shards, in constant memory, resumable.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("source (default: --remote sample-10BT of HuggingFaceFW/fineweb-edu)")
+    src.add_argument("--remote", default=S, metavar="NAME",
+                     help="config to stream: 10BT, 100BT, 350BT (or sample-10BT, ...), default, CC-MAIN-YYYY-WW")
+    src.add_argument("--dataset", default=S, metavar="REPO",
+                     help="Hub dataset id, or a local directory laid out like one (default HuggingFaceFW/fineweb-edu)")
+    src.add_argument("--input", nargs="+", default=S, metavar="PATH",
+                     help="local files, directories or globs instead of the Hub: .parquet, .jsonl/.json (.gz/.zst), text")
+    src.add_argument("--text-column", default=S, metavar="NAME", help="column/field holding the text (default text)")
+    src.add_argument("--doc-separator", default=S, metavar="STR",
+                     help="plain text: string between documents, backslash escapes allowed (default \\n\\n)")
+    src.add_argument("--revision", default=S, help="Hub branch, tag or commit to read (default: main, pinned to its sha)")
+    out = p.add_argument_group("output")
+    out.add_argument("--local-dir", default=S, metavar="DIR",
+                     help="output directory (default edu_fineweb10B etc. for the Hub, <input>_shards for --input)")
+    out.add_argument("--prefix", default=S, help="file name prefix (default edufineweb / fineweb / the input's name)")
+    out.add_argument("--shard-size", default=S, metavar="N", help="tokens per shard: 100M, 1e8 or 100000000 (default 100M)")
+    out.add_argument("--format", default=S, choices=FORMATS,
+                     help="bin: raw uint16 (nanoGPT memmap); npy: build-nanogpt np.save; llmc: llm.c .bin with header")
+    out.add_argument("--max-tokens", default=S, metavar="N", help="stop after this many tokens, e.g. 500M")
+    out.add_argument("--overwrite", action="store_true", default=S, help="delete an existing run in --local-dir and start over")
+    out.add_argument("--no-disk-check", dest="disk_check", action="store_false", default=S,
+                     help="do not refuse to start when the disk looks too small for the run")
+    tk = p.add_argument_group("tokenizer")
+    tk.add_argument("--tokenizer", default=S,
+                    help="tiktoken encoding (gpt2, r50k_base, cl100k_base, o200k_base) or a tokenizer.json path (default gpt2)")
+    tk.add_argument("--eot-token", default=S, metavar="STR",
+                    help="document delimiter token put before every document (default: <|endoftext|> or detected)")
+    tk.add_argument("--nprocs", type=int, default=S, metavar="N",
+                    help="tokenizer processes (default: the cores this process may use; 0 = in-process)")
+    run = p.add_argument_group("running")
+    run.add_argument("--config", default=S, metavar="FILE", help="TOML preset (see config/); flags given here win")
+    run.add_argument("--retries", type=int, default=S, metavar="N",
+                     help="network: consecutive failed attempts before giving up (default 20)")
+    run.add_argument("--retry-time", type=float, default=S, metavar="SECONDS",
+                     help="network: give up after failing this long without progress (default 1800)")
+    run.add_argument("--quiet", action="store_true", default=S, help="print only errors")
+    return p
+
+
+def merge(ns):
+    """Defaults < --config file < command-line flags."""
+    opts = dict(DEFAULTS)
+    cfg_path = getattr(ns, "config", None)
+    if cfg_path:
+        try:
+            with open(cfg_path, "rb") as f:
+                cfg = tomllib.load(f)
+        except FileNotFoundError:
+            raise UserError(f"--config {cfg_path}: no such file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"--config {cfg_path}: invalid TOML ({e})") from None
+        for k, v in cfg.items():
+            key = k.replace("-", "_")
+            if key not in DEFAULTS:
+                raise UserError(f"--config {cfg_path}: unknown setting {k!r} (known: {', '.join(sorted(DEFAULTS))})")
+            opts[key] = v
+    opts.update({k: v for k, v in vars(ns).items() if k != "config"})
+    if isinstance(opts["input"], str):
+        opts["input"] = [opts["input"]]
+    return opts
+
+
+def make_job(opts, log):
+    from .hub import HubSource, naming
+    from .pipeline import Job
+    from .sources import LocalSource, expand_inputs
+
+    sep = codecs.decode(opts["doc_separator"], "unicode_escape")
+    if not sep:
+        raise UserError("--doc-separator must not be empty")
+    config_name = None
+    if opts["input"]:
+        files = expand_inputs(opts["input"])
+        source = LocalSource(files, opts["text_column"], sep)
+        first = os.path.basename(os.path.normpath(opts["input"][0]))
+        stem = re.sub(r"(\.(parquet|jsonl|json|txt|text|md|gz|zst))+$", "", first, flags=re.I)
+        stem = re.sub(r"[^0-9A-Za-z]+", "_", stem).strip("_") or "input"
+        prefix, local_dir = stem, f"{stem}_shards"
+    else:
+        config_name, prefix, local_dir = naming(opts["dataset"], opts["remote"])
+        source = HubSource(opts["dataset"], config_name, opts["revision"], opts["text_column"],
+                           opts["retries"], opts["retry_time"], log)
+    max_tokens = parse_size(opts["max_tokens"]) if opts["max_tokens"] is not None else None
+    return Job(
+        source=source, out_dir=opts["local_dir"] or local_dir, prefix=opts["prefix"] or prefix,
+        fmt=opts["format"], tokenizer=opts["tokenizer"], eot_token=opts["eot_token"],
+        shard_size=parse_size(opts["shard_size"]), max_tokens=max_tokens, nprocs=opts["nprocs"],
+        text_column=opts["text_column"], doc_separator=sep, overwrite=opts["overwrite"],
+        disk_check=opts["disk_check"], config_name=config_name,
+    )
+
+
+class TqdmProgress:
+    def __init__(self, desc):
+        self.desc, self.bar = desc, None
+
+    def start(self, initial, total):
+        from tqdm import tqdm
+
+        tty = sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=initial, unit="tok", unit_scale=True, desc=self.desc,
+                        mininterval=0.5 if tty else 30, smoothing=0.05, dynamic_ncols=True)
+
+    def update(self, n):
+        self.bar.update(n)
+
+    def close(self):
+        self.bar.close()
+
+
+def cmd_run(argv):
+    ns = build_parser().parse_args(argv)
+    opts = merge(ns)
+    if opts["format"] not in FORMATS:
+        raise UserError(f"--format {opts['format']!r}: choose one of {', '.join(FORMATS)}")
+    quiet = opts["quiet"]
+    from tqdm import tqdm
+
+    log = (lambda msg: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
+    t0 = time.time()
+    job = make_job(opts, log)
+    from .pipeline import run
+
+    m = run(job, log=log, progress=None if quiet else TqdmProgress(job.out_dir))
+    shards = m.shards
+    tokens = sum(s["tokens"] for s in shards)
+    docs = sum(s["docs"] for s in shards)
+    secs = time.time() - t0
+    if not quiet:
+        print(f"done: {tokens:,} tokens, {docs:,} documents, {len(shards)} shards in {job.out_dir}/ "
+              f"({secs:.1f}s, {tokens / max(secs, 1e-9) / 1e6:.2f}M tok/s); check with: "
+              f"python fineweb.py verify {job.out_dir}")
+    return 0
+
+
+def cmd_verify(argv):
+    p = argparse.ArgumentParser(prog="fineweb.py verify",
+                                description="Re-read every shard and check it against manifest.json.")
+    p.add_argument("dir")
+    args = p.parse_args(argv)
+    from .verify import verify
+
+    problems, summary = verify(args.dir)
+    print("\n".join(summary))
+    if problems:
+        print(f"{len(problems)} problem(s):")
+        print("\n".join("  " + x for x in problems))
+        return 1
+    print("OK: every shard matches the manifest")
+    return 0
+
+
+COMMANDS = {"verify": cmd_verify}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    cmd = COMMANDS.get(argv[0]) if argv else None
+    try:
+        return cmd(argv[1:]) if cmd else cmd_run(argv)
+    except UserError as e:
+        print(f"fineweb.py: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fineweb.py: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            print(f"fineweb.py: error: disk full ({e}); free space and rerun the same command to resume",
+                  file=sys.stderr)
+            return 1
+        raise

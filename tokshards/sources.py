@@ -1,0 +1,209 @@
+"""Stage 1: where documents come from.
+
+A source yields Batch objects in dataset order. Each batch carries the position it starts at
+(a small JSON-able dict); opening the source again at that position yields that batch's
+documents and everything after them again. That is the whole resume contract.
+
+- LocalSource: .parquet, .jsonl/.json (also .gz/.zst) and plain text files, read in order.
+- HubSource (hub.py): a Hugging Face dataset streamed with `datasets`.
+"""
+import glob
+import gzip
+import io
+import json
+import os
+from dataclasses import dataclass, field
+
+import pyarrow.parquet as pq
+
+from .errors import UserError
+from .textfile import iter_pieces
+
+BATCH_DOCS = 256  # documents per batch: big enough to amortise IPC, small enough to keep order cheap
+BATCH_BYTES = 4 << 20
+
+PARQUET = (".parquet",)
+JSONL = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
+TEXT = (".txt", ".text", ".md", ".txt.gz", ".txt.zst")
+
+
+@dataclass
+class Batch:
+    texts: list
+    start: dict  # position of the first document (or fragment) of the batch
+    first_continues: bool = False  # texts[0] continues a document begun in an earlier batch
+    token_counts: list = field(default=None)  # the source's own token_count column, when it has one
+
+
+def batched(items, start_of):
+    """Group (position, text, continues, token_count) items into Batches of ~BATCH_DOCS docs."""
+    texts, counts, nbytes, start, first_cont = [], [], 0, None, False
+    for pos, text, cont, count in items:
+        if texts and (cont or len(texts) >= BATCH_DOCS or nbytes >= BATCH_BYTES):
+            yield Batch(texts, start, first_cont, counts if counts[0] is not None else None)
+            texts, counts, nbytes = [], [], 0
+        if not texts:
+            start, first_cont = start_of(pos, cont), cont
+        texts.append(text)
+        counts.append(count)
+        nbytes += len(text)
+    if texts:
+        yield Batch(texts, start, first_cont, counts if counts[0] is not None else None)
+
+
+def expand_inputs(paths):
+    """Files in the order given; a directory or glob expands in sorted path order."""
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(
+                os.path.join(d, f) for d, _, fs in os.walk(p) for f in fs if _kind(f) and not f.startswith(".")
+            )
+            if not found:
+                raise UserError(f"--input {p}: no .parquet, .jsonl/.json or .txt files in this directory")
+            files += found
+        elif os.path.isfile(p):
+            files.append(p)
+        else:
+            matches = sorted(m for m in glob.glob(p, recursive=True) if os.path.isfile(m))
+            if not matches:
+                raise UserError(f"--input {p}: no such file, directory or glob match")
+            files += matches
+    return files  # an unknown ending is read as plain text: what a user with "corpus.dat" wants
+
+
+def _kind(name):
+    n = name.lower()
+    if n.endswith(PARQUET):
+        return "parquet"
+    if n.endswith(JSONL):
+        return "jsonl"
+    if n.endswith(TEXT):
+        return "text"
+    return None
+
+
+def _open_binary(path):
+    n = path.lower()
+    if n.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if n.endswith(".zst"):
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+    return open(path, "rb")
+
+
+def _skip(f, n):
+    while n > 0:
+        chunk = f.read(min(n, 1 << 20))
+        if not chunk:
+            return
+        n -= len(chunk)
+
+
+class LocalSource:
+    """Local files. Position: {"file": index in the file list, "offset": row or byte, "cont": bool}."""
+
+    def __init__(self, files, text_column="text", doc_separator="\n\n"):
+        self.files = files
+        self.text_column = text_column
+        self.doc_separator = doc_separator
+        self.has_token_count = False
+        for f in files:  # fail at once, not hours in, on a bad column
+            if (_kind(f) or "text") == "parquet":
+                names = self._parquet_columns(f)
+                if text_column not in names:
+                    raise UserError(
+                        f"{f}: no column {text_column!r} (columns: {', '.join(names)}); pick one with --text-column"
+                    )
+        self.has_token_count = bool(files) and all(
+            _kind(f) == "parquet" and "token_count" in self._parquet_columns(f) for f in files
+        )
+
+    @staticmethod
+    def _parquet_columns(path):
+        try:
+            return pq.ParquetFile(path).schema_arrow.names
+        except Exception as e:
+            raise UserError(f"{path}: not a readable parquet file ({e})") from None
+
+    def describe(self):
+        return [{"path": os.path.abspath(f), "bytes": os.path.getsize(f)} for f in self.files]
+
+    def input_bytes(self):
+        return sum(os.path.getsize(f) for f in self.files)
+
+    def batches(self, pos=None):
+        pos = pos or {"file": 0, "offset": 0, "cont": False}
+        return batched(self._items(pos), lambda p, cont: {"file": p[0], "offset": p[1], "cont": cont})
+
+    def _items(self, pos):
+        for i in range(pos["file"], len(self.files)):
+            first = i == pos["file"]
+            offset = pos["offset"] if first else 0
+            cont = pos["cont"] if first else False
+            path = self.files[i]
+            kind = _kind(path) or "text"
+            if kind == "parquet":
+                for row, text, count in self._parquet(path, offset):
+                    yield (i, row), text, False, count
+            elif kind == "jsonl":
+                for off, text in self._jsonl(path, offset):
+                    yield (i, off), text, False, None
+            else:
+                for off, text, c in self._text(path, offset, cont):
+                    yield (i, off), text, c, None
+
+    def _parquet(self, path, start_row):
+        pf = pq.ParquetFile(path)
+        cols = [self.text_column] + (["token_count"] if self.has_token_count else [])
+        row = 0
+        for rg in range(pf.num_row_groups):
+            n = pf.metadata.row_group(rg).num_rows
+            if row + n <= start_row:
+                row += n  # whole row group before the resume point: not even read
+                continue
+            for b in pf.iter_batches(batch_size=BATCH_DOCS, row_groups=[rg], columns=cols):
+                texts = b.column(0).to_pylist()
+                counts = b.column(1).to_pylist() if self.has_token_count else [None] * len(texts)
+                for text, count in zip(texts, counts):
+                    if row >= start_row:
+                        if text is None:
+                            text = ""  # a null text is an empty document, as datasets gives it
+                        yield row, text, count
+                    row += 1
+
+    def _jsonl(self, path, start):
+        with _open_binary(path) as f:
+            if path.lower().endswith((".gz", ".zst")):
+                _skip(f, start)  # compressed: decompress and drop what was already done
+            else:
+                f.seek(start)
+            off = start
+            for line in f:
+                here = off
+                off += len(line)
+                if not line.strip():
+                    continue
+                if here == 0 and line.lstrip()[:1] == b"[":
+                    raise UserError(f"{path}: a JSON array, not JSON lines; convert it to one object per line")
+                try:
+                    obj = json.loads(line)
+                except ValueError as e:
+                    raise UserError(f"{path}: invalid JSON in the line at byte {here} ({e})") from None
+                if not isinstance(obj, dict) or self.text_column not in obj:
+                    keys = ", ".join(obj) if isinstance(obj, dict) else "not a JSON object"
+                    raise UserError(
+                        f"{path}: the line at byte {here} has no field {self.text_column!r} ({keys}); "
+                        "pick the field with --text-column"
+                    )
+                yield here, obj[self.text_column] or ""
+
+    def _text(self, path, offset, cont):
+        if path.lower().endswith((".gz", ".zst")):
+            raise UserError(f"{path}: compressed plain text is not supported; decompress it first")
+        try:
+            yield from iter_pieces(path, offset, cont, sep=self.doc_separator)
+        except ValueError as e:
+            raise UserError(str(e)) from None

@@ -1,0 +1,127 @@
+"""Stage 2: text -> token ids.
+
+One job: turn a batch of documents into one flat numpy array of token ids, with the
+end-of-text token *before* every document (the build-nanogpt / llm.c convention that
+modded-nanogpt's BOS-aligned loader relies on).
+
+Two kinds of tokenizer:
+- any tiktoken encoding by name (gpt2, r50k_base, cl100k_base, o200k_base, ...);
+- a local Hugging Face `tokenizer.json` (via the `tokenizers` package).
+"""
+import os
+
+import numpy as np
+
+from .errors import UserError
+
+# Names tried, in order, to find the document delimiter of a tokenizer.json.
+EOT_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|begin_of_text|>", "<s>")
+
+
+class Tokenizer:
+    """encode_batch(texts) -> flat array: [eot] + ids(text) for each text."""
+
+    def __init__(self, spec, eot_token=None):
+        self.spec, self.eot_spec = spec, eot_token
+        if spec.endswith(".json") or os.path.sep in spec or os.path.isfile(spec):
+            self._init_hf(spec, eot_token)
+        else:
+            self._init_tiktoken(spec, eot_token)
+        # Tokens are stored as uint16 whenever they fit, exactly like nanoGPT / llm.c;
+        # a larger vocabulary switches to uint32 so that no id can ever wrap.
+        self.dtype = np.dtype("<u2") if self.n_vocab <= 2**16 else np.dtype("<u4")
+        self._eot = np.array([self.eot], dtype=np.uint32)
+
+    def _init_tiktoken(self, name, eot_token):
+        import tiktoken
+
+        try:
+            self._enc = tiktoken.get_encoding(name)
+        except ValueError:
+            raise UserError(
+                f"unknown tokenizer {name!r}: use a tiktoken encoding "
+                f"({', '.join(tiktoken.list_encoding_names())}) or a path to a tokenizer.json"
+            ) from None
+        except Exception as e:  # vocab download failed (offline machine)
+            raise UserError(
+                f"could not load tiktoken encoding {name!r} ({type(e).__name__}: {e}); "
+                "tiktoken downloads its vocabulary on first use: check the network or set TIKTOKEN_CACHE_DIR"
+            ) from None
+        self.name = name
+        self.n_vocab = self._enc.n_vocab
+        if eot_token is None:
+            self.eot = self._enc.eot_token
+        else:
+            self.eot = self._enc.encode_single_token(eot_token)
+        self._encode_one = self._encode_tiktoken
+
+    def _encode_tiktoken(self, text):
+        try:
+            # Same ids as encode_ordinary (special-token text is encoded as plain text),
+            # but straight into numpy: 10-20% faster than a Python list.
+            return self._enc.encode_to_numpy(text, disallowed_special=())
+        except UnicodeEncodeError:
+            # A lone surrogate: encode_ordinary repairs it where encode_to_numpy raises.
+            return np.asarray(self._enc.encode_ordinary(text), dtype=np.uint32)
+
+    def _init_hf(self, path, eot_token):
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its threads hang after fork
+        try:
+            from tokenizers import Tokenizer as HFTokenizer
+        except ImportError:
+            raise UserError("a tokenizer.json needs the 'tokenizers' package: pip install tokenizers") from None
+        if not os.path.isfile(path):
+            raise UserError(f"tokenizer file not found: {path}")
+        try:
+            tok = HFTokenizer.from_file(path)
+        except Exception as e:
+            raise UserError(f"could not load {path} as a Hugging Face tokenizer.json: {e}") from None
+        # Text that happens to contain "<|endoftext|>" must stay text, as with encode_ordinary.
+        tok.encode_special_tokens = True
+        vocab = tok.get_vocab(with_added_tokens=True)
+        if eot_token is None:
+            eot_token = next((t for t in EOT_CANDIDATES if t in vocab), None)
+            if eot_token is None:
+                raise UserError(f"{path}: no end-of-text token found among {EOT_CANDIDATES}; name it with --eot-token")
+        elif eot_token not in vocab:
+            raise UserError(f"{path}: --eot-token {eot_token!r} is not in the vocabulary")
+        self._hf = tok
+        self.name = path
+        self.eot = vocab[eot_token]
+        self.n_vocab = max(tok.get_vocab_size(with_added_tokens=True), max(vocab.values()) + 1)
+        self._encode_one = None
+
+    def encode_batch(self, texts, first_continues=False):
+        """Flat token array for `texts`; no end-of-text before texts[0] if it continues a document."""
+        if self._encode_one is None:
+            encs = self._hf.encode_batch(list(texts), add_special_tokens=False)
+            ids = [np.asarray(e.ids, dtype=np.uint32) for e in encs]
+        else:
+            ids = [self._encode_one(t) for t in texts]
+        parts = []
+        for i, a in enumerate(ids):
+            if i or not first_continues:
+                parts.append(self._eot)
+            parts.append(a)
+        if not parts:
+            return np.empty(0, dtype=self.dtype)
+        return np.concatenate(parts).astype(self.dtype, copy=False)
+
+    def decode(self, ids):
+        ids = [int(i) for i in ids]
+        if self._encode_one is None:
+            return self._hf.decode(ids, skip_special_tokens=False)
+        return self._enc.decode(ids)
+
+
+# --- worker-process side: one tokenizer per process, built once (never per document) ---
+_worker_tok = None
+
+
+def init_worker(spec, eot_token):
+    global _worker_tok
+    _worker_tok = Tokenizer(spec, eot_token)
+
+
+def encode_in_worker(texts, first_continues):
+    return _worker_tok.encode_batch(texts, first_continues)
