@@ -241,6 +241,7 @@ def test_body_faults_exact_semantics(hub):
     assert len(exc.value.partial) == 100
 
     hub.faults(drop_after=100, match=F1)
+    # A real kernel delivers the RST as ECONNRESET; gVisor reports it as a plain EOF.
     with pytest.raises((ConnectionResetError, http.client.IncompleteRead)):
         request(hub, "GET", path, {"Range": "bytes=0-99999"})
 
