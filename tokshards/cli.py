@@ -142,21 +142,48 @@ def make_job(opts, log):
 
 
 class TqdmProgress:
+    """A live bar on a terminal."""
+
     def __init__(self, desc):
         self.desc, self.bar = desc, None
 
     def start(self, initial, total):
         from tqdm import tqdm
 
-        tty = sys.stderr.isatty()
         self.bar = tqdm(total=total, initial=initial, unit="tok", unit_scale=True, desc=self.desc,
-                        mininterval=0.5 if tty else 30, smoothing=0.05, dynamic_ncols=True)
+                        mininterval=0.5, smoothing=0.05, dynamic_ncols=True)
 
     def update(self, n):
         self.bar.update(n)
 
-    def close(self):
-        self.bar.close()
+    def close(self, ok=True):
+        if self.bar is not None:
+            self.bar.leave = ok  # on an error, clear the bar so the error stays one line
+            self.bar.close()
+
+
+class LineProgress:
+    """Plain lines every `every` seconds when stderr is a log file (nohup, CI, Slurm)."""
+
+    def __init__(self, log, every=30.0):
+        self.log, self.every = log, every
+
+    def start(self, initial, total):
+        self.n, self.total, self.t0, self.n0 = initial, total, time.time(), initial
+        self.last = self.t0
+
+    def update(self, n):
+        self.n += n
+        now = time.time()
+        if now - self.last >= self.every:
+            self.last = now
+            rate = (self.n - self.n0) / max(now - self.t0, 1e-9)
+            pct = f" ({100 * self.n / self.total:.1f}% of ~{self.total:,})" if self.total else ""
+            eta = f", ~{(self.total - self.n) / rate / 3600:.1f} h left" if self.total and rate else ""
+            self.log(f"progress: {self.n:,} tokens{pct}, {rate / 1e6:.2f}M tok/s{eta}")
+
+    def close(self, ok=True):
+        pass
 
 
 def cmd_run(argv):
@@ -172,7 +199,8 @@ def cmd_run(argv):
     job = make_job(opts, log)
     from .pipeline import run
 
-    m = run(job, log=log, progress=None if quiet else TqdmProgress(job.out_dir))
+    progress = None if quiet else TqdmProgress(job.out_dir) if sys.stderr.isatty() else LineProgress(log)
+    m = run(job, log=log, progress=progress)
     shards = m.shards
     tokens = sum(s["tokens"] for s in shards)
     docs = sum(s["docs"] for s in shards)

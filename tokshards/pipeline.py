@@ -180,9 +180,22 @@ def run(job, log=print, progress=None):
     writer = ShardWriter(manifest, job.prefix, job.fmt, tok.dtype, job.shard_size, tok.eot,
                          on_shard=lambda e: log(f"wrote {e['file']}: {e['tokens']:,} tokens, {e['docs']:,} docs"))
     nprocs = usable_cpus() if job.nprocs is None else job.nprocs
-    total, skip, stopped = written, (start["skip"] if start else 0), False
     progress = progress or _NoProgress()
     progress.start(written, estimate_tokens(job))
+    try:
+        _stream(job, tok, writer, start, written, nprocs, progress)
+    except BaseException:
+        progress.close(ok=False)
+        raise
+    progress.close(ok=True)
+    manifest.data.update(complete=True, max_tokens=job.max_tokens if writer.stopped else None,
+                         seconds=round(time.time() - t0, 1))
+    manifest.save()
+    return manifest
+
+
+def _stream(job, tok, writer, start, total, nprocs, progress):
+    skip = start["skip"] if start else 0
     batches = job.source.batches(start["pos"] if start else None)
     with closing(batches), closing(tokenize_in_order(batches, tok, nprocs)) as stream:
         for batch, tokens in stream:
@@ -193,18 +206,13 @@ def run(job, log=print, progress=None):
                     counts = counts[int(np.count_nonzero(tokens[:cut] == tok.eot)) :]
                 tokens, offset, skip = tokens[cut:], cut, skip - cut
             if job.max_tokens is not None and total + len(tokens) >= job.max_tokens:
-                tokens, stopped = tokens[: job.max_tokens - total], True
+                tokens, writer.stopped = tokens[: job.max_tokens - total], True
             writer.add(tokens, batch.start, offset, counts)
             total += len(tokens)
             progress.update(len(tokens))
-            if stopped:
+            if writer.stopped:
                 break
     writer.flush(end=None)
-    manifest.data.update(complete=True, max_tokens=job.max_tokens if stopped else None,
-                         seconds=round(time.time() - t0, 1))
-    manifest.save()
-    progress.close()
-    return manifest
 
 
 class _NoProgress:
@@ -214,5 +222,5 @@ class _NoProgress:
     def update(self, n):
         pass
 
-    def close(self):
+    def close(self, ok=True):
         pass

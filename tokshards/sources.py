@@ -117,6 +117,8 @@ class LocalSource:
                     raise UserError(
                         f"{f}: no column {text_column!r} (columns: {', '.join(names)}); pick one with --text-column"
                     )
+            elif _kind(f) == "jsonl" and f == next(x for x in files if _kind(x) == "jsonl"):
+                next(self._jsonl(f, 0), None)  # the first line shows a wrong --text-column now
         self.has_token_count = bool(files) and all(
             _kind(f) == "parquet" and "token_count" in self._parquet_columns(f) for f in files
         )

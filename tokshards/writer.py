@@ -29,6 +29,7 @@ class ShardWriter:
         self.buf = np.empty(shard_size, dtype=dtype)
         self.n = 0
         self.count_sum = None  # sum of the source's token_count over documents begun in this shard
+        self.stopped = False  # set when --max-tokens cut the stream
 
     @property
     def index(self):

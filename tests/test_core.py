@@ -1,0 +1,292 @@
+"""The core contract: exact token streams, file bytes, names, formats, and one-line errors."""
+import gzip
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tiktoken
+import zstandard
+
+from conftest import FINEWEB_EDU, PARQUETS, needs_data, real_texts, run_cli
+from tokshards.cli import main, parse_size
+from tokshards.errors import UserError
+
+ENC = tiktoken.get_encoding("gpt2")
+EOT = ENC.eot_token
+
+
+def expected_stream(texts):
+    """The contract: for each document, <|endoftext|> then encode_ordinary(text)."""
+    out = []
+    for t in texts:
+        out.append(EOT)
+        out.extend(ENC.encode_ordinary(t))
+    return np.array(out, dtype=np.uint16)
+
+
+def build_nanogpt(texts, shard_size, out_dir):
+    """karpathy/build-nanogpt fineweb.py's algorithm, verbatim in logic, on a list of texts."""
+    def tokenize(doc):
+        tokens = [EOT]
+        tokens.extend(ENC.encode_ordinary(doc["text"]))
+        tokens_np = np.array(tokens)
+        assert (0 <= tokens_np).all() and (tokens_np < 2**16).all()
+        return tokens_np.astype(np.uint16)
+
+    shard_index, token_count = 0, 0
+    all_tokens_np = np.empty((shard_size,), dtype=np.uint16)
+    for tokens in map(tokenize, ({"text": t} for t in texts)):
+        if token_count + len(tokens) < shard_size:
+            all_tokens_np[token_count : token_count + len(tokens)] = tokens
+            token_count += len(tokens)
+        else:
+            split = "val" if shard_index == 0 else "train"
+            filename = os.path.join(out_dir, f"edufineweb_{split}_{shard_index:06d}")
+            remainder = shard_size - token_count
+            all_tokens_np[token_count : token_count + remainder] = tokens[:remainder]
+            np.save(filename, all_tokens_np)
+            shard_index += 1
+            all_tokens_np[0 : len(tokens) - remainder] = tokens[remainder:]
+            token_count = len(tokens) - remainder
+    if token_count != 0:
+        split = "val" if shard_index == 0 else "train"
+        np.save(os.path.join(out_dir, f"edufineweb_{split}_{shard_index:06d}"), all_tokens_np[:token_count])
+
+
+def shard_files(d):
+    """Shard file names in stream order (by index: val_000000 comes before train_000001)."""
+    names = [f for f in os.listdir(d) if f.endswith((".bin", ".npy"))]
+    return sorted(names, key=lambda f: f.rsplit("_", 1)[1])
+
+
+def read_stream(d, fmt, dtype=np.uint16):
+    parts = []
+    for f in shard_files(d):
+        p = os.path.join(d, f)
+        if fmt == "npy":
+            parts.append(np.load(p))
+        elif fmt == "llmc":
+            parts.append(np.fromfile(p, dtype=dtype, offset=1024))
+        else:
+            parts.append(np.fromfile(p, dtype=dtype))
+    return np.concatenate(parts)
+
+
+@needs_data
+def test_npy_is_byte_identical_to_build_nanogpt(tmp_path):
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    build_nanogpt(real_texts(), 100_000, ref)
+    out = tmp_path / "out"
+    r = run_cli("--input", *PARQUETS, "--format", "npy", "--shard-size", "100K", "--prefix", "edufineweb",
+                "--local-dir", out, "--nprocs", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert shard_files(out) == shard_files(ref)
+    assert len(shard_files(out)) == 36  # 3,508,382 tokens -> 35 full shards + a short last one
+    for f in shard_files(ref):
+        assert (out / f).read_bytes() == (ref / f).read_bytes(), f
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["complete"] and sum(s["tokens"] for s in m["shards"]) == 3_508_382
+    assert sum(s["docs"] for s in m["shards"]) == 2454
+
+
+@needs_data
+@pytest.mark.parametrize("fmt", ["bin", "llmc"])
+def test_bin_and_llmc_hold_the_same_stream(tmp_path, fmt):
+    out = tmp_path / fmt
+    assert main(["--input", str(PARQUETS[0]), "--format", fmt, "--shard-size", "300K",
+                 "--local-dir", str(out), "--nprocs", "0", "--quiet"]) == 0
+    texts = pq.read_table(PARQUETS[0], columns=["text"]).column(0).to_pylist()
+    want = expected_stream(texts)
+    assert np.array_equal(read_stream(out, fmt), want)
+    names = shard_files(out)
+    assert names[0] == "000_00000_val_000000.bin" and names[1] == "000_00000_train_000001.bin"
+    for name in names:
+        raw = (out / name).read_bytes()
+        if fmt == "llmc":
+            header = np.frombuffer(raw[:1024], dtype="<i4")
+            assert list(header[:3]) == [20240520, 1, (len(raw) - 1024) // 2]
+            assert not header[3:].any() and len(raw) == 1024 + 2 * header[2]
+        else:
+            assert len(raw) % 2 == 0
+
+
+@needs_data
+def test_local_hub_layout_goes_through_datasets_and_matches_input(tmp_path):
+    """--dataset DIR (README with configs:) streams with `datasets`; same bytes as --input of its files."""
+    r = run_cli("--dataset", FINEWEB_EDU, "--remote", "10BT", "--shard-size", "1M", "--nprocs", "1",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    hub = tmp_path / "edu_fineweb10B"
+    assert shard_files(hub) == ["edufineweb_val_000000.bin", "edufineweb_train_000001.bin",
+                               "edufineweb_train_000002.bin", "edufineweb_train_000003.bin"]
+    assert "done: 3,508,382 tokens, 2,454 documents, 4 shards" in r.stdout
+    local = tmp_path / "local"
+    r = run_cli("--input", *PARQUETS, "--shard-size", "1M", "--prefix", "edufineweb", "--local-dir", local,
+                "--quiet")
+    assert r.returncode == 0, r.stderr
+    for f in shard_files(hub):
+        assert (hub / f).read_bytes() == (local / f).read_bytes()
+
+
+@needs_data
+def test_text_jsonl_gz_zst_give_the_parquet_stream(tmp_path):
+    texts = real_texts()[:300]
+    want = expected_stream(texts)
+    (tmp_path / "docs.txt").write_text("\n\n".join(texts) + "\n")
+    lines = "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)).encode()
+    (tmp_path / "docs.jsonl").write_bytes(lines)
+    (tmp_path / "docs.jsonl.gz").write_bytes(gzip.compress(lines))
+    (tmp_path / "docs.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines))
+    for name in ("docs.txt", "docs.jsonl", "docs.jsonl.gz", "docs.jsonl.zst"):
+        out = tmp_path / ("out_" + name)
+        assert main(["--input", str(tmp_path / name), "--local-dir", str(out), "--nprocs", "0", "--quiet"]) == 0
+        assert np.array_equal(read_stream(out, "bin"), want), name
+
+
+@needs_data
+def test_train_fineweb_txt_matches_the_parquet_documents(tmp_path):
+    out = tmp_path / "txt"
+    r = run_cli("--input", FINEWEB_EDU.parent / "train_fineweb.txt", "--local-dir", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(read_stream(out, "bin"), expected_stream(real_texts()))
+
+
+def test_inputs_read_in_given_order_and_directories_sorted(tmp_path):
+    d = tmp_path / "dir"
+    d.mkdir()
+    (d / "b.txt").write_text("second\n\nthird")
+    (d / "a.txt").write_text("first")
+    (tmp_path / "z.jsonl").write_text(json.dumps({"text": "zero"}) + "\n")
+    out = tmp_path / "out"
+    assert main(["--input", str(tmp_path / "z.jsonl"), str(d), "--local-dir", str(out), "--nprocs", "0",
+                 "--quiet"]) == 0
+    assert list(read_stream(out, "bin")) == list(expected_stream(["zero", "first", "second", "third"]))
+
+
+def test_doc_separator_flag(tmp_path):
+    (tmp_path / "c.txt").write_text("one<|endoftext|>two words<|endoftext|>\n\nthree\n")
+    out = tmp_path / "out"
+    assert main(["--input", str(tmp_path / "c.txt"), "--doc-separator", "<|endoftext|>", "--local-dir", str(out),
+                 "--nprocs", "0", "--quiet"]) == 0
+    assert list(read_stream(out, "bin")) == list(expected_stream(["one", "two words", "three"]))
+
+
+def test_literal_endoftext_in_text_is_plain_text(tmp_path):
+    (tmp_path / "d.jsonl").write_text(json.dumps({"text": "a <|endoftext|> b"}) + "\n")
+    out = tmp_path / "out"
+    assert main(["--input", str(tmp_path / "d.jsonl"), "--local-dir", str(out), "--nprocs", "0", "--quiet"]) == 0
+    stream = list(read_stream(out, "bin"))
+    assert stream == [EOT] + ENC.encode_ordinary("a <|endoftext|> b") and stream.count(EOT) == 1
+
+
+def test_max_tokens_stops_exactly(tmp_path):
+    (tmp_path / "t.txt").write_text("\n\n".join(f"document number {i} " * 20 for i in range(200)))
+    out = tmp_path / "out"
+    assert main(["--input", str(tmp_path / "t.txt"), "--max-tokens", "1234", "--shard-size", "500",
+                 "--local-dir", str(out), "--nprocs", "0", "--quiet"]) == 0
+    assert [os.path.getsize(out / f) for f in shard_files(out)] == [1000, 1000, 468]
+    texts = [f"document number {i} " * 20 for i in range(200)]
+    assert np.array_equal(read_stream(out, "bin"), expected_stream(texts)[:1234])
+
+
+def test_nprocs_2_equals_in_process(tmp_path):
+    text = "\n\n".join(f"Doc {i}: " + "naïve café – 漢字 emoji 🎉 " * (i % 17 + 1) for i in range(3000))
+    (tmp_path / "t.txt").write_text(text)
+    outs = []
+    for n in ("0", "2"):
+        out = tmp_path / f"n{n}"
+        assert main(["--input", str(tmp_path / "t.txt"), "--shard-size", "20K", "--local-dir", str(out),
+                     "--nprocs", n, "--quiet"]) == 0
+        outs.append({f: (out / f).read_bytes() for f in shard_files(out)})
+    assert outs[0] == outs[1] and len(outs[0]) > 3
+
+
+def test_config_preset_and_flags_win(tmp_path):
+    (tmp_path / "t.txt").write_text("alpha\n\nbeta\n\ngamma")
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(f'input = ["{tmp_path / "t.txt"}"]\nformat = "npy"\nshard_size = "1e3"\nprefix = "x"\n')
+    out = tmp_path / "out"
+    assert main(["--config", str(cfg), "--format", "llmc", "--local-dir", str(out), "--nprocs", "0", "--quiet"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["settings"]["format"] == "llmc" and m["settings"]["shard_size"] == 1000
+    assert shard_files(out) == ["x_val_000000.bin"]
+
+
+def test_parse_size():
+    assert parse_size("100M") == parse_size("1e8") == parse_size("100000000") == 100_000_000
+    assert parse_size("1.5B") == 1_500_000_000 and parse_size("500K") == 500_000 and parse_size(42) == 42
+    for bad in ("ten", "0", "1.5", "-3M"):
+        with pytest.raises(UserError):
+            parse_size(bad)
+
+
+def one_line_error(r, *needles):
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    lines = [x for x in r.stderr.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fineweb.py: error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_user_errors_are_one_line_and_leave_no_shards(tmp_path):
+    (tmp_path / "ok.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
+    (tmp_path / "good.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
+    table = pa.table({"content": ["a", "b"]})
+    pq.write_table(table, tmp_path / "p.parquet")
+    (tmp_path / "bad.txt").write_bytes(b"fine\n\n\xff\xfe broken")
+    (tmp_path / "bad.toml").write_text("nosuch = 1\n")
+    cases = [
+        (["--remote", "20BT"], ["unknown --remote '20BT'", "10BT, 100BT, 350BT", "CC-MAIN-2024-10"]),
+        (["--input", tmp_path / "missing.txt"], ["no such file"]),
+        (["--input", tmp_path / "ok.jsonl"], ["no field 'text'", "body", "--text-column"]),
+        (["--input", tmp_path / "p.parquet"], ["no column 'text'", "content", "--text-column"]),
+        (["--input", tmp_path / "bad.txt"], ["invalid UTF-8 at byte 6"]),
+        (["--input", tmp_path / "good.jsonl", "--shard-size", "lots"], ["not a size"]),
+        (["--input", tmp_path / "good.jsonl", "--tokenizer", "nope"], ["unknown tokenizer 'nope'"]),
+        (["--config", tmp_path / "bad.toml"], ["unknown setting 'nosuch'"]),
+        (["--config", tmp_path / "nofile.toml"], ["no such file"]),
+    ]
+    for i, (args, needles) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        r = run_cli(*args, "--local-dir", out, "--nprocs", "0")
+        one_line_error(r, *needles)
+        assert not out.exists() or not shard_files(out), args
+
+
+def test_help_documents_every_flag():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for flag in ("--remote", "--dataset", "--input", "--text-column", "--doc-separator", "--local-dir", "--prefix",
+                 "--shard-size", "--format", "--tokenizer", "--nprocs", "--max-tokens", "--revision", "--config",
+                 "--quiet", "--overwrite", "--eot-token", "--retries", "--retry-time", "--no-disk-check"):
+        assert flag in r.stdout, flag
+
+
+def test_large_vocab_tokenizer_json_switches_to_uint32(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {f"w{i}": i for i in range(70_000)}
+    vocab["[UNK]"] = 70_000
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(["<|endoftext|>"])
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    (tmp_path / "t.txt").write_text("w1 w69999 w65536\n\nw7 <|endoftext|>")
+    for fmt in ("bin", "llmc"):
+        out = tmp_path / fmt
+        assert main(["--input", str(tmp_path / "t.txt"), "--tokenizer", str(path), "--format", fmt,
+                     "--local-dir", str(out), "--nprocs", "0", "--quiet"]) == 0
+        eot = 70_001
+        got = read_stream(out, fmt, dtype="<u4")
+        # the literal "<|endoftext|>" inside the text stays text ([UNK] pieces), never the delimiter
+        assert list(got[:4]) == [eot, 1, 69999, 65536] and list(got).count(eot) == 2
+        m = json.loads((out / "manifest.json").read_text())
+        assert m["settings"]["dtype"] == "<u4"
+        if fmt == "llmc":
+            header = np.fromfile(out / shard_files(out)[0], dtype="<i4", count=3)
+            assert list(header) == [20240801, 7, len(got)]
