@@ -3,6 +3,8 @@
     python fineweb.py                      # sample-10BT -> edu_fineweb10B/, like build-nanogpt
     python fineweb.py --help               # every flag
     python fineweb.py verify DIR           # check shards against the manifest
+    python fineweb.py inspect DIR          # summary + the first documents decoded back to text
+    python fineweb.py merge DIR            # nanoGPT train.bin/val.bin, or --format to convert shards
 
 The work is done by the modules of tokshards/, one per stage:
 sources.py / hub.py (read) -> tokenizer.py -> writer.py -> manifest.py, joined by pipeline.py.

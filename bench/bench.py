@@ -7,7 +7,7 @@
 
 Input: the real documents of --source (FineWeb-Edu sample parquet files) repeated until there
 are --size-mb MB (10^6 bytes of UTF-8 text), written once to bench/data/ (git-ignored, reused) as
-parquet (all columns, 1000-row row groups, <= 256 MB of text per file) and as one plain-text file
+parquet (all columns, 1000-row row groups, files of equal size <= 256 MB of text) and as one plain-text file
 (documents joined by a blank line). Every row runs on that same input; rows are interleaved within
 each repeat and the table shows medians. See bench/README.md for what each row means.
 """
@@ -45,7 +45,7 @@ DEFAULT_SOURCE = os.environ.get(
 ROWS_PER_GROUP = 1000
 FILE_TEXT_BYTES = 256_000_000
 MiB = 1 << 20
-INPUT_VERSION = 1
+INPUT_VERSION = 2
 
 
 # ----------------------------------------------------------------------------- input generation
@@ -81,11 +81,8 @@ def make_input(size_mb, source, with_text=True, log=print):
     idx = idx[: int(np.searchsorted(csum, target)) + 1]
     csum = csum[: len(idx)]
     # split into parquet files of <= FILE_TEXT_BYTES of text
-    cuts = [0]
-    while cuts[-1] < len(idx):
-        base = csum[cuts[-1] - 1] if cuts[-1] else 0
-        cuts.append(max(cuts[-1] + 1, int(np.searchsorted(csum, base + FILE_TEXT_BYTES, side="right"))))
-        cuts[-1] = min(cuts[-1], len(idx))
+    nfiles = -(-int(csum[-1]) // FILE_TEXT_BYTES)
+    cuts = sorted({0, len(idx)} | {int(np.searchsorted(csum, csum[-1] * k / nfiles)) for k in range(1, nfiles)})
     parts = []
     for i, (a, z) in enumerate(zip(cuts, cuts[1:])):
         p = f"part_{i:05d}.parquet"
@@ -234,6 +231,21 @@ class Measure:
             span = time.time() - self.t0
             res["other_load"] = max(0.0, (b1 - self.b0) - cpu - (_self_cpu() - self.s0)) / max(span, 1e-9)
         return res
+
+
+def wait_for_quiet(max_wait, threshold=0.3, window=1.0):
+    """Wait (at most max_wait s) until the machine's other load is below `threshold` cores for one
+    `window`: on a shared machine this keeps runs from starting in the middle of someone's build."""
+    t_end = time.time() + max_wait
+    load = None
+    while True:
+        b0 = _busy_seconds()
+        if b0 is None:
+            return None
+        time.sleep(window)
+        load = (_busy_seconds() - b0) / window
+        if load < threshold or time.time() >= t_end:
+            return load
 
 
 def child_env(extra=None):
@@ -405,8 +417,8 @@ def machine_line():
 
 def main_table(args, rows, results, meta, cmdline):
     n = args.nprocs
-    ceil_key, b_key, bn_key = "a2", "b", "bn"
-    rounds = len(results["a1"]) if "a1" in results else args.repeat
+    ceil_key, b_key, bn_key = "a2", "b", "bn"  # a2 is the n-process ceiling whatever n is
+    rounds = max(len(v) for v in results.values())
 
     def ratio(key, ref):
         if key not in results or ref not in results:
@@ -420,9 +432,12 @@ def main_table(args, rows, results, meta, cmdline):
              f"and as one text file ({meta.get('text_file_bytes', 0) / 1e6:.0f} MB, documents joined by a blank line). "
              f"{rounds} repeat(s), rows interleaved; medians (min-max). Ratios are medians of per-repeat ratios.", "",
              "| row | what | Mtok/s median (min-max) | MB text/s | wall s | tokens | CPU s per Mtok | peak RSS MiB, "
-             "process tree (largest process) | peak PSS MiB, tree | of 2-core ceiling | vs b | vs b" + f"{n}"
+             "process tree (largest process) | peak PSS MiB, tree | of " + f"{n}-core ceiling (a{n}) | vs b | vs b{n}"
              " | other load (cores) | token stream |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    def show(k):
+        return {"a2": f"a{n}", "bn": f"b{n}", "cn": f"c{n}"}.get(k, k)
+
     ref_hash = None
     if "b" in results:
         ref_hash = results["b"][0].get("stream_sha256")
@@ -453,7 +468,7 @@ def main_table(args, rows, results, meta, cmdline):
                     stream += " **differs from b**"
         extra = rs[0].get("extra")
         lines.append(
-            f"| {key} | {label}{' (' + extra + ')' if extra else ''} | {med(rates) / 1e6:.2f} ({min(rates) / 1e6:.2f}-"
+            f"| {show(key)} | {label}{' (' + extra + ')' if extra else ''} | {med(rates) / 1e6:.2f} ({min(rates) / 1e6:.2f}-"
             f"{max(rates) / 1e6:.2f}) | {mb:.1f} | {med([r['wall'] for r in rs]):.1f} | {tokens / 1e6:.1f}M | "
             f"{cpu:.3f} | {rss:.0f} ({big:.0f}) | {pss:.0f} | {fmt(ratio(key, ceil_key))} | "
             f"{fmt(ratio(key, b_key))} | {fmt(ratio(key, bn_key))} | {fmt(med([r.get('other_load') for r in rs]))} | "
@@ -496,6 +511,7 @@ def run_main(args, cmdline):
         order = rows[r % len(rows):] + rows[: r % len(rows)]  # rotate, so no row always runs first
         for key, label in order:
             tag = f"{key}_r{r}"
+            wait_for_quiet(args.settle)
             t = time.time()
             res = run_fn[key](logdir, tag)
             res["rate"] = res["tokens"] / res["wall"]
@@ -535,6 +551,7 @@ def run_scale(args, cmdline):
         for s in sizes:
             meta = metas[s]
             tag = f"scale_{s:g}MB_r{r}"
+            wait_for_quiet(args.settle)
             out_dir = os.path.join(OUT, "runs", tag)
             shutil.rmtree(out_dir, ignore_errors=True)
             prog = os.path.join(logdir, f"{tag}.progress")
@@ -648,6 +665,8 @@ def main(argv=None):
     p.add_argument("--scale-sizes", default="30,300,1500", help="MB of text for --scale (default 30,300,1500)")
     p.add_argument("--source", default=DEFAULT_SOURCE, help=f"parquet glob of real documents (default {DEFAULT_SOURCE})")
     p.add_argument("--only", default=None, help="comma-separated rows to run (a1,a2,b,bn,c1,cn,ct)")
+    p.add_argument("--settle", type=float, default=20,
+                   help="before each run wait up to this many seconds for the machine to be idle (default 20)")
     p.add_argument("--keep-outputs", action="store_true", help="keep the shards written in bench/out/runs/")
     args = p.parse_args(argv)
     cmdline = "python bench/bench.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")

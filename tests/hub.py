@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 SERVER = Path(__file__).with_name("hubserver.py")
-FINEWEB_EDU = "/work/shared/data/fineweb-edu"
+FINEWEB_EDU = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fineweb-edu")
 # Never route loopback control calls through a proxy from the environment.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

@@ -92,7 +92,8 @@ def take(loader, n):
 
 
 def same(a, b):
-    return len(a) == len(b) and all(np.array_equal(x1, x2) and np.array_equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+    pairs = zip(a, b)
+    return len(a) == len(b) and all(np.array_equal(x1, x2) and np.array_equal(y1, y2) for (x1, y1), (x2, y2) in pairs)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -166,7 +167,7 @@ def test_shuffled_rows_are_disjoint_windows_covering_each_shard(tmp_path):
             assert sum(s // 20000 == k for s in starts) == n * B * W
         if epoch == 0:
             first_epoch = starts
-    assert sorted(first_epoch) == sorted(starts) and first_epoch != starts  # same windows, new order
+    assert first_epoch != starts  # each epoch draws a new order
 
 
 @pytest.mark.parametrize("seed", [None, 5])

@@ -25,6 +25,9 @@ EXAMPLES = """examples:
   python fineweb.py --input train_fineweb.txt --shard-size 10M      # a local text file of any size
   python fineweb.py --config config/sample-10BT.toml --max-tokens 500M
   python fineweb.py verify edu_fineweb10B             # re-check every shard against manifest.json
+  python fineweb.py inspect edu_fineweb10B            # the manifest in brief + the first documents as text
+  python fineweb.py merge edu_fineweb10B --out data/fineweb_edu   # nanoGPT's train.bin + val.bin
+  python fineweb.py merge edu_fineweb10B --format llmc            # convert every shard to another format
 Rerun the same command after a crash or Ctrl-C: it resumes after the last complete shard."""
 
 
@@ -229,7 +232,19 @@ def cmd_verify(argv):
     return 0
 
 
-COMMANDS = {"verify": cmd_verify}
+def cmd_merge(argv):
+    from .merge import cmd_merge
+
+    return cmd_merge(argv)
+
+
+def cmd_inspect(argv):
+    from .inspect_cmd import cmd_inspect
+
+    return cmd_inspect(argv)
+
+
+COMMANDS = {"verify": cmd_verify, "merge": cmd_merge, "inspect": cmd_inspect}
 
 
 def main(argv=None):

@@ -84,6 +84,8 @@ class Retrier:
 
     def __init__(self, attempts, seconds, log):
         self.attempts, self.seconds, self.log = attempts, seconds, log
+        # 1 s, 2 s, 4 s ... 60 s. Tests shrink it; the client libraries' own waits come on top.
+        self.base = float(os.environ.get("FINEWEB_RETRY_BASE_SECONDS", "1"))
         self.reset()
 
     def reset(self):
@@ -100,7 +102,7 @@ class Retrier:
                 f"{what} failed {self.failures} times in a row over {now - self.first_failure:.0f}s "
                 f"(last: {cause}); rerun the same command to resume where it stopped"
             ) from exc
-        delay = min(60.0, 2.0 ** (self.failures - 1)) * (0.5 + random.random())
+        delay = min(60.0, self.base * 2.0 ** (self.failures - 1)) * (0.5 + random.random())
         hinted = retry_after(exc)
         if hinted is not None:
             delay = max(delay, hinted)
@@ -120,12 +122,33 @@ def _quiet_datasets_retries():
     datasets.config.STREAMING_OPEN_RETRY_INTERVAL = 1
 
 
+def _skip_finished_file(state):
+    """Don't let a resume re-download a file whose rows are all done.
+
+    datasets keeps the position as (state before the current Arrow chunk, rows used of that chunk).
+    When the chunk came from the next file, "before" points at the end of the previous file, and
+    load_state_dict would stream that whole file (GBs on the Hub) only to skip all of it. The chunk
+    then began at row 0 of the current file: say so, and the previous file is never touched.
+    """
+    state = copy.deepcopy(state)
+    node = state.get("examples_iterable", {})
+    while isinstance(node, dict):
+        cur, prev = node.get("examples_iterable"), node.get("previous_state")
+        if node.get("type") == "RebatchedArrowExamplesIterable" and isinstance(cur, dict) and isinstance(prev, dict):
+            if cur.get("type") == prev.get("type") == "ArrowExamplesIterable" and prev["shard_idx"] < cur["shard_idx"]:
+                node["previous_state"] = dict(prev, shard_idx=cur["shard_idx"], shard_example_idx=0)
+            return state
+        node = cur
+    return state
+
+
 class HubSource:
     """A dataset on the Hub (or a local directory laid out like one). Position: {"state": state_dict}."""
 
     def __init__(self, dataset, config, revision, text_column, retries=20, retry_seconds=1800, log=print):
         self.dataset, self.config, self.text_column = dataset, config, text_column
         self.local = os.path.isdir(dataset)
+        self.sha = None
         self.retrier = Retrier(retries if not self.local else 0, retry_seconds, log)
         _quiet_datasets_retries()
         self.sha = None if self.local else self._with_retries(lambda: self._resolve(revision), "revision lookup")
@@ -186,7 +209,7 @@ class HubSource:
             keep = [self.text_column] + (["token_count"] if "token_count" in ds.features else [])
             ds = ds.select_columns(keep)
         if state is not None:
-            ds.load_state_dict(state)
+            ds.load_state_dict(_skip_finished_file(state))
         return ds
 
     def describe(self):

@@ -144,9 +144,10 @@ class ShardLoader:
 
     # --- resuming ---
     def state_dict(self):
+        """Batches taken so far, and what they depend on; the same on every rank and in every format."""
+        names = [os.path.splitext(os.path.basename(p))[0] for p, _, _ in self.shards]
         return {"batches": self.batches, "B": self.B, "T": self.T, "world_size": self.world, "seed": self.seed,
-                "split": self.split,
-                "shards": [[os.path.splitext(os.path.basename(p))[0], n] for (p, _, _), n in zip(self.shards, self.lengths)]}
+                "split": self.split, "shards": [[name, n] for name, n in zip(names, self.lengths)]}
 
     def load_state_dict(self, state):
         mine = self.state_dict()

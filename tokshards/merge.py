@@ -109,8 +109,9 @@ def convert(m, out_dir, fmt, say):
         if in_place and _converted(src, dst, s, fmt, new["settings"]["dtype"]):
             e.update(file=name, bytes=os.path.getsize(dst), sha256=sha256_file(dst))  # done before a crash
         else:
+            for _ in read_checked(m, s):  # check size, header and sha256 before writing anything from it
+                pass
             tokens = open_tokens(src, old, m.data["settings"]["dtype"])
-            list(read_checked(m, s))  # check the sha256 before writing anything from it
             nbytes, sha = write_atomic(dst, lambda f: write_shard(f, fmt, tokens))
             del tokens
             e.update(file=name, bytes=nbytes, sha256=sha)
@@ -118,7 +119,8 @@ def convert(m, out_dir, fmt, say):
             _unlink(src)
         say(f"wrote {dst}")
     Manifest(out_dir, new).save()
-    say(f"{len(new['shards'])} shards in format {fmt} in {out_dir}; check them with: python fineweb.py verify {out_dir}")
+    say(f"{len(new['shards'])} shards in format {fmt} in {out_dir}; "
+        f"check them with: python fineweb.py verify {out_dir}")
 
 
 def _converted(src, dst, s, fmt, dtype):
