@@ -1,7 +1,7 @@
 """`python fineweb.py ARGS`, with the progress bar replaced by a recorder (for bench.py --scale).
 
 Runs exactly the code path of fineweb.py (tokshards.cli.main), except that tqdm's progress bar is
-swapped for an object that appends "unix_time tokens_so_far" lines to $BENCH_PROGRESS_FILE, so the
+(or plain progress lines) swapped for an object that appends "unix_time tokens_so_far" lines to $BENCH_PROGRESS_FILE, so the
 plot can show tokens/s over the run. Do not pass --quiet (that would skip the recorder).
 """
 import os
@@ -26,11 +26,13 @@ class ProgressRecorder:
         self.n += n
         self.f.write(f"{time.time():.4f} {self.n}\n")
 
-    def close(self):
+    def close(self, ok=True):
         self.f.close()
 
 
+# a terminal gets TqdmProgress(desc), a log file LineProgress(log): replace both
 cli.TqdmProgress = ProgressRecorder
+cli.LineProgress = ProgressRecorder
 
 if __name__ == "__main__":  # forkserver preloads this file as __mp_main__: keep the guard
     sys.exit(cli.main(sys.argv[1:]))
