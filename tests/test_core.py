@@ -290,3 +290,19 @@ def test_large_vocab_tokenizer_json_switches_to_uint32(tmp_path):
         if fmt == "llmc":
             header = np.fromfile(out / shard_files(out)[0], dtype="<i4", count=3)
             assert list(header) == [20240801, 7, len(got)]
+
+
+def test_remote_names_map_to_configs_and_directories():
+    from tokshards.hub import naming
+
+    edu, fw = "HuggingFaceFW/fineweb-edu", "HuggingFaceFW/fineweb"
+    assert naming(edu, "10BT") == naming(edu, "sample-10BT") == ("sample-10BT", "edufineweb", "edu_fineweb10B")
+    assert naming(edu, "100BT") == ("sample-100BT", "edufineweb", "edu_fineweb100B")
+    assert naming(edu, "sample-350BT") == ("sample-350BT", "edufineweb", "edu_fineweb350B")
+    assert naming(edu, "default") == ("default", "edufineweb", "edu_fineweb_default")
+    assert naming(edu, "CC-MAIN-2024-10") == ("CC-MAIN-2024-10", "edufineweb", "edu_fineweb_CC-MAIN-2024-10")
+    assert naming(fw, "10BT") == ("sample-10BT", "fineweb", "fineweb10B")
+    assert naming("someone/My.Data", "en") == ("en", "my_data", "my_data_en")
+    for bad in ("20BT", "CC-MAIN-24-10", "sample-10B"):
+        with pytest.raises(UserError, match="valid: 10BT, 100BT, 350BT"):
+            naming(edu, bad)
