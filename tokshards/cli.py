@@ -14,7 +14,7 @@ from .formats import FORMATS
 DEFAULTS = {
     "dataset": "HuggingFaceFW/fineweb-edu", "remote": "sample-10BT", "input": None, "text_column": "text",
     "doc_separator": "\\n\\n", "local_dir": None, "prefix": None, "shard_size": "100M", "format": "bin",
-    "tokenizer": "gpt2", "eot_token": None, "nprocs": None, "max_tokens": None, "revision": None,
+    "tokenizer": "gpt2", "eot_token": None, "tokenizer_backend": "auto", "check_every": 1000, "nprocs": None, "max_tokens": None, "revision": None,
     "retries": 20, "retry_time": 1800, "quiet": False, "overwrite": False, "disk_check": True,
 }
 
@@ -79,6 +79,11 @@ def build_parser():
                     help="tiktoken encoding (gpt2, r50k_base, cl100k_base, o200k_base) or a tokenizer.json path (default gpt2)")
     tk.add_argument("--eot-token", default=S, metavar="STR",
                     help="document delimiter token put before every document (default: <|endoftext|> or detected)")
+    tk.add_argument("--tokenizer-backend", default=S, choices=("auto", "fast", "tiktoken"),
+                    help="gpt2/r50k_base: auto uses fastokens when installed and self-checked (same ids, ~5-10x "
+                    "faster), else tiktoken; fast requires it; tiktoken never uses it (default auto)")
+    tk.add_argument("--check-every", type=int, default=S, metavar="N",
+                    help="fast backend: re-encode 1 batch in N with tiktoken, stop on any difference (default 1000; 0 = off)")
     tk.add_argument("--nprocs", type=int, default=S, metavar="N",
                     help="tokenizer processes (default: the cores this process may use; 0 = in-process)")
     run = p.add_argument_group("running")
@@ -138,6 +143,7 @@ def make_job(opts, log):
     return Job(
         source=source, out_dir=opts["local_dir"] or local_dir, prefix=opts["prefix"] or prefix,
         fmt=opts["format"], tokenizer=opts["tokenizer"], eot_token=opts["eot_token"],
+        backend=opts["tokenizer_backend"], check_every=opts["check_every"],
         shard_size=parse_size(opts["shard_size"]), max_tokens=max_tokens, nprocs=opts["nprocs"],
         text_column=opts["text_column"], doc_separator=sep, overwrite=opts["overwrite"],
         disk_check=opts["disk_check"], config_name=config_name,

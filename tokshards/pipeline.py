@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import UserError
 from .manifest import Manifest, _unlink
-from .tokenizer import Tokenizer, encode_in_worker, init_worker
+from .tokenizer import MismatchError, Tokenizer, encode_in_worker, init_worker
 from .writer import ShardWriter
 
 # Tokens a known config holds (GPT-2, with one end-of-text per document): for the disk check
@@ -37,6 +37,8 @@ class Job:
     fmt: str = "bin"
     tokenizer: str = "gpt2"
     eot_token: str = None
+    backend: str = "auto"  # tokenizer backend: auto | fast | tiktoken (same bytes either way)
+    check_every: int = 1000  # fast backend: re-encode 1 batch in N with tiktoken and compare
     shard_size: int = 100_000_000
     max_tokens: int = None
     nprocs: int = None
@@ -62,13 +64,16 @@ def usable_cpus():
 def tokenize_in_order(batches, tok, nprocs, window=None):
     """Yield (batch, tokens) in input order, with at most `window` batches in flight."""
     if nprocs == 0:  # in this process: for debugging, and for tiny inputs
-        for b in batches:
-            yield b, tok.encode_batch(b.texts, b.first_continues)
+        try:
+            for b in batches:
+                yield b, tok.encode_batch(b.texts, b.first_continues)
+        except MismatchError as e:
+            raise UserError(str(e)) from None
         return
     window = window or 2 * nprocs + 2
     # forkserver: workers start clean, without the parent's threads (datasets' event loop).
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-    ex = ProcessPoolExecutor(nprocs, mp_context=ctx, initializer=init_worker, initargs=(tok.spec, tok.eot_spec))
+    ex = ProcessPoolExecutor(nprocs, mp_context=ctx, initializer=init_worker, initargs=(tok.spec, tok.eot_spec, tok.backend_spec, tok.check_every))
     pending = deque()
     try:
         for b in batches:
@@ -80,6 +85,8 @@ def tokenize_in_order(batches, tok, nprocs, window=None):
         while pending:
             b0, f0 = pending.popleft()
             yield b0, f0.result()
+    except MismatchError as e:
+        raise UserError(str(e)) from None
     except BrokenProcessPool:
         raise UserError(
             "a tokenizer worker process died (killed, or out of memory?); rerun the same command to resume"
@@ -135,7 +142,9 @@ def run(job, log=print, progress=None):
     progress: optional object with start(initial_tokens, estimated_total), update(n), close().
     """
     t0 = time.time()
-    tok = Tokenizer(job.tokenizer, job.eot_token)
+    tok = Tokenizer(job.tokenizer, job.eot_token, job.backend, job.check_every)
+    if tok.note:
+        log(tok.note)
     settings = {
         "prefix": job.prefix, "format": job.fmt, "tokenizer": tok.name, "eot": tok.eot,
         "dtype": tok.dtype.str, "shard_size": job.shard_size, "text_column": job.text_column,
@@ -177,7 +186,7 @@ def run(job, log=print, progress=None):
         log(f"resuming {job.out_dir}: keeping {keep} complete shards ({written:,} tokens)")
 
     check_disk(job, tok.dtype.itemsize, written)
-    writer = ShardWriter(manifest, job.prefix, job.fmt, tok.dtype, job.shard_size, tok.eot,
+    writer = ShardWriter(manifest, job.prefix, job.fmt, tok.dtype, job.shard_size, tok.eot, tok.backend,
                          on_shard=lambda e: log(f"wrote {e['file']}: {e['tokens']:,} tokens, {e['docs']:,} docs"))
     nprocs = usable_cpus() if job.nprocs is None else job.nprocs
     progress = progress or _NoProgress()

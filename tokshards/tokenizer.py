@@ -18,15 +18,27 @@ from .errors import UserError
 EOT_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|begin_of_text|>", "<s>")
 
 
+BACKENDS = ("auto", "fast", "tiktoken")
+
+
+class MismatchError(Exception):
+    """The fast backend disagreed with tiktoken: never written, the run stops."""
+
+
 class Tokenizer:
     """encode_batch(texts) -> flat array: [eot] + ids(text) for each text."""
 
-    def __init__(self, spec, eot_token=None):
-        self.spec, self.eot_spec = spec, eot_token
+    def __init__(self, spec, eot_token=None, backend="auto", check_every=1000):
+        self.spec, self.eot_spec, self.backend_spec, self.check_every = spec, eot_token, backend, check_every
+        self._fast, self.note, self._batches = None, None, 0
         if spec.endswith(".json") or os.path.sep in spec or os.path.isfile(spec):
             self._init_hf(spec, eot_token)
+            self.backend = f"tokenizers {_version('tokenizers')}"
         else:
             self._init_tiktoken(spec, eot_token)
+            self.backend = f"tiktoken {_version('tiktoken')}"
+            if backend != "tiktoken":
+                self._init_fast(backend)
         # Tokens are stored as uint16 whenever they fit, exactly like nanoGPT / llm.c;
         # a larger vocabulary switches to uint32 so that no id can ever wrap.
         self.dtype = np.dtype("<u2") if self.n_vocab <= 2**16 else np.dtype("<u4")
@@ -54,6 +66,18 @@ class Tokenizer:
         else:
             self.eot = self._enc.encode_single_token(eot_token)
         self._encode_one = self._encode_tiktoken
+
+    def _init_fast(self, backend):
+        from . import fastgpt2
+
+        try:
+            self._fast = fastgpt2.load(self.name, self._enc)
+        except fastgpt2.Unavailable as e:
+            if backend == "fast":
+                raise UserError(f"--tokenizer-backend fast: {e}") from None
+            self.note = f"tokenizer: using tiktoken ({e})" if self.name in fastgpt2.ENCODINGS else None
+            return
+        self.backend = f"fastokens {_version('fastokens')}"
 
     def _encode_tiktoken(self, text):
         try:
@@ -93,6 +117,28 @@ class Tokenizer:
 
     def encode_batch(self, texts, first_continues=False):
         """Flat token array for `texts`; no end-of-text before texts[0] if it continues a document."""
+        if self._fast is not None:
+            out = self._fast.encode_batch(texts, first_continues, self.eot, self.dtype)
+            if out is not None:  # None: the fast path refused this batch (lone surrogates): tiktoken does it
+                self._batches += 1
+                if self.check_every and self._batches % self.check_every == 1 % self.check_every:
+                    self._check(texts, first_continues, out)
+                return out
+        return self._encode_slow(texts, first_continues)
+
+    def _check(self, texts, first_continues, out):
+        """Re-encode a sample batch with tiktoken; a difference stops the run before it is written."""
+        ref = self._encode_slow(texts, first_continues)
+        if not np.array_equal(ref, out):
+            n = min(len(ref), len(out))
+            first = int(np.argmax(ref[:n] != out[:n])) if (ref[:n] != out[:n]).any() else n
+            doc = int(np.count_nonzero(ref[:first] == self.eot)) - (0 if first_continues else 1)
+            raise MismatchError(
+                f"the fast tokenizer ({self.backend}) disagrees with tiktoken on document {max(doc, 0)} of a batch "
+                f"starting {texts[max(doc, 0)][:60]!r}; rerun with --tokenizer-backend tiktoken"
+            )
+
+    def _encode_slow(self, texts, first_continues):
         if self._encode_one is None:
             encs = self._hf.encode_batch(list(texts), add_special_tokens=False)
             ids = [np.asarray(e.ids, dtype=np.uint32) for e in encs]
@@ -114,13 +160,24 @@ class Tokenizer:
         return self._enc.decode(ids)
 
 
+def _version(pkg):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return "?"
+
+
 # --- worker-process side: one tokenizer per process, built once (never per document) ---
 _worker_tok = None
 
 
-def init_worker(spec, eot_token):
+def init_worker(spec, eot_token, backend, check_every):
+    # one process per core already: the fast tokenizer must not start threads of its own
+    os.environ["FASTOKENS_BPE_THREADS"] = os.environ["RAYON_NUM_THREADS"] = "1"
     global _worker_tok
-    _worker_tok = Tokenizer(spec, eot_token)
+    _worker_tok = Tokenizer(spec, eot_token, backend, check_every)
 
 
 def encode_in_worker(texts, first_continues):

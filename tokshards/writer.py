@@ -22,8 +22,8 @@ def shard_name(prefix, index, fmt):
 
 
 class ShardWriter:
-    def __init__(self, manifest, prefix, fmt, dtype, shard_size, eot, on_shard=None):
-        self.manifest = manifest
+    def __init__(self, manifest, prefix, fmt, dtype, shard_size, eot, backend, on_shard=None):
+        self.manifest, self.backend = manifest, backend
         self.prefix, self.fmt, self.shard_size, self.eot = prefix, fmt, shard_size, eot
         self.on_shard = on_shard or (lambda entry: None)
         self.buf = np.empty(shard_size, dtype=dtype)
@@ -77,7 +77,7 @@ class ShardWriter:
         entry = {
             "file": name, "split": split, "index": self.index, "tokens": int(self.n),
             "docs": int(np.count_nonzero(tokens == self.eot)), "bytes": nbytes, "sha256": sha,
-            "token_count_sum": self.count_sum, "end": end,
+            "token_count_sum": self.count_sum, "backend": self.backend, "end": end,
         }
         self.manifest.shards.append(entry)
         self.manifest.save()
