@@ -78,7 +78,11 @@ class Manifest:
         if old is None:
             return cls(out_dir, {"version": VERSION, "settings": settings, "source": source, "shards": [],
                                  "complete": False, "max_tokens": None})
-        for key in sorted(set(settings) | set(old.data["settings"])):
+        # Settings the user chose come first: eot and dtype follow from --tokenizer.
+        order = ("prefix", "tokenizer", "format", "shard_size", "text_column", "doc_separator")
+        keys = sorted(set(settings) | set(old.data["settings"]),
+                      key=lambda k: (order.index(k) if k in order else len(order), k))
+        for key in keys:
             was, now = old.data["settings"].get(key), settings.get(key)
             if was != now:
                 raise UserError(

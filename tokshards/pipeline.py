@@ -8,7 +8,6 @@ successor starts at, so a rerun of the same command continues from the last full
 import glob
 import multiprocessing as mp
 import os
-import re
 import shutil
 import time
 from collections import deque
@@ -22,7 +21,7 @@ import numpy as np
 from .errors import UserError
 from .manifest import Manifest, _unlink
 from .tokenizer import MismatchError, Tokenizer, encode_in_worker, init_worker
-from .writer import ShardWriter
+from .writer import ShardWriter, shard_files_on_disk
 
 # Tokens a known config holds (GPT-2, with one end-of-text per document): for the disk check
 # and the progress bar. From the dataset card and build-nanogpt/llm.c shard counts.
@@ -127,11 +126,20 @@ def _clean_leftovers(out_dir):
         _unlink(tmp)
 
 
+def _remove_unrecorded_shards(out_dir, prefix, shards):
+    """A shard renamed into place just before a crash, never entered in the manifest: the rerun
+    writes it again, or (with a smaller --max-tokens) never does; either way it must not stay,
+    or verify fails and a loader that lists the directory reads it."""
+    recorded = {s["file"] for s in shards}
+    for f in shard_files_on_disk(out_dir, prefix):
+        if f not in recorded:
+            _unlink(os.path.join(out_dir, f))
+
+
 def _remove_old_output(out_dir, prefix):
     old = Manifest.load(out_dir) if os.path.exists(os.path.join(out_dir, "manifest.json")) else None
     names = {s["file"] for s in old.shards} if old else set()
-    pat = re.compile(rf"^{re.escape(prefix)}_(val|train)_\d{{6}}\.(bin|npy)$")
-    names |= {f for f in os.listdir(out_dir) if pat.match(f)}
+    names |= set(shard_files_on_disk(out_dir, prefix))
     for f in names | {"manifest.json"}:
         _unlink(os.path.join(out_dir, f))
 
@@ -175,17 +183,18 @@ def run(job, log=print, progress=None):
             f"{job.out_dir} already holds {written:,} tokens, more than --max-tokens {job.max_tokens:,}; "
             "use --overwrite to make a smaller run"
         )
+    check_disk(job, tok.dtype.itemsize, written)  # before anything is written
     dropped = manifest.shards[keep:]
     del manifest.shards[keep:]
     manifest.data.update(complete=False, max_tokens=None)
     manifest.save()
     for s in dropped:
         _unlink(os.path.join(job.out_dir, s["file"]))
+    _remove_unrecorded_shards(job.out_dir, job.prefix, manifest.shards)
     start = manifest.shards[-1]["end"] if keep else None
     if keep:
         log(f"resuming {job.out_dir}: keeping {keep} complete shards ({written:,} tokens)")
 
-    check_disk(job, tok.dtype.itemsize, written)
     writer = ShardWriter(manifest, job.prefix, job.fmt, tok.dtype, job.shard_size, tok.eot, tok.backend,
                          on_shard=lambda e: log(f"wrote {e['file']}: {e['tokens']:,} tokens, {e['docs']:,} docs"))
     nprocs = usable_cpus() if job.nprocs is None else job.nprocs

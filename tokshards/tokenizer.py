@@ -9,6 +9,7 @@ Two kinds of tokenizer:
 - a local Hugging Face `tokenizer.json` (via the `tokenizers` package).
 """
 import os
+import signal
 
 import numpy as np
 
@@ -176,6 +177,8 @@ _worker_tok = None
 def init_worker(spec, eot_token, backend, check_every):
     # one process per core already: the fast tokenizer must not start threads of its own
     os.environ["FASTOKENS_BPE_THREADS"] = os.environ["RAYON_NUM_THREADS"] = "1"
+    # Ctrl-C reaches the whole process group: leave it to the parent (one line, exit 130)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     global _worker_tok
     _worker_tok = Tokenizer(spec, eot_token, backend, check_every)
 

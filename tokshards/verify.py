@@ -1,13 +1,13 @@
 """`fineweb.py verify DIR`: re-read every shard and check it against the manifest."""
 import glob
 import os
-import re
 
 import numpy as np
 
 from .errors import UserError
 from .formats import open_tokens, sha256_file
 from .manifest import Manifest
+from .writer import shard_files_on_disk
 
 
 def verify(out_dir):
@@ -45,9 +45,8 @@ def verify(out_dir):
         tokens += len(arr)
         del arr
     listed = {s["file"] for s in m.shards}
-    pat = re.compile(rf"^{re.escape(st['prefix'])}_(val|train)_\d{{6}}\.(bin|npy)$")
-    for f in sorted(os.listdir(out_dir)):
-        if pat.match(f) and f not in listed:
+    for f in shard_files_on_disk(out_dir, st["prefix"]):
+        if f not in listed:
             problems.append(f"extra: {f} is not in the manifest")
     for tmp in sorted(glob.glob(os.path.join(out_dir, ".*.tmp"))):
         problems.append(f"leftover temporary file: {os.path.basename(tmp)} (a run is going on, or was killed)")

@@ -8,6 +8,7 @@ leaves either a complete, recorded shard or nothing.
 """
 import errno
 import os
+import re
 
 import numpy as np
 
@@ -19,6 +20,12 @@ from .manifest import _unlink, fsync_dir
 def shard_name(prefix, index, fmt):
     split = "val" if index == 0 else "train"
     return f"{prefix}_{split}_{index:06d}{EXTENSION[fmt]}", split
+
+
+def shard_files_on_disk(out_dir, prefix):
+    """Names in out_dir that look like this run's shards, recorded in the manifest or not."""
+    pat = re.compile(rf"^{re.escape(prefix)}_(val|train)_\d{{6}}\.(bin|npy)$")
+    return sorted(f for f in os.listdir(out_dir) if pat.match(f))
 
 
 class ShardWriter:
