@@ -306,3 +306,26 @@ def test_remote_names_map_to_configs_and_directories():
     for bad in ("20BT", "CC-MAIN-24-10", "sample-10B"):
         with pytest.raises(UserError, match="valid: 10BT, 100BT, 350BT"):
             naming(edu, bad)
+
+
+@needs_data
+def test_row_groups_read_by_workers_or_by_the_parent_give_the_same_bytes(tmp_path, monkeypatch):
+    """Small row groups are tokenized by a worker that reads them itself; huge ones are read by the
+    parent in batches. Several row groups per file, a shard boundary inside many of them."""
+    from tokshards import sources
+
+    table = pq.read_table(PARQUETS[0])
+    pq.write_table(table, tmp_path / "rg.parquet", row_group_size=100)
+    outs = {}
+    for name, limit in (("task", sources.TASK_BYTES), ("parent", 0)):
+        monkeypatch.setattr(sources, "TASK_BYTES", limit)
+        out = tmp_path / name
+        assert main(["--input", str(tmp_path / "rg.parquet"), "--shard-size", "70K", "--local-dir", str(out),
+                     "--nprocs", "0", "--quiet"]) == 0
+        m = json.loads((out / "manifest.json").read_text())
+        outs[name] = ({f: (out / f).read_bytes() for f in shard_files(out)},
+                      [s["token_count_sum"] for s in m["shards"]])
+    assert outs["task"] == outs["parent"]
+    texts = table.column("text").to_pylist()
+    assert np.array_equal(read_stream(tmp_path / "task", "bin"), expected_stream(texts))
+    assert sum(outs["task"][1]) == sum(table.column("token_count").to_pylist())

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import UserError
 from .manifest import Manifest, _unlink
-from .tokenizer import MismatchError, Tokenizer, encode_in_worker, init_worker
+from .tokenizer import MismatchError, Tokenizer, encode, encode_in_worker, init_worker
 from .writer import ShardWriter, shard_files_on_disk
 
 # Tokens a known config holds (GPT-2, with one end-of-text per document): for the disk check
@@ -61,11 +61,17 @@ def usable_cpus():
 
 
 def tokenize_in_order(batches, tok, nprocs, window=None):
-    """Yield (batch, tokens) in input order, with at most `window` batches in flight."""
+    """Yield (batch, tokens) in input order, with at most `window` batches in flight.
+
+    A batch that carries a task (a parquet row group) is read by the worker itself; its
+    token_count values come back with the tokens."""
     if nprocs == 0:  # in this process: for debugging, and for tiny inputs
         try:
             for b in batches:
-                yield b, tok.encode_batch(b.texts, b.first_continues)
+                tokens, counts = encode(tok, b.texts, b.first_continues, b.task)
+                if b.task is not None:
+                    b.token_counts = counts
+                yield b, tokens
         except MismatchError as e:
             raise UserError(str(e)) from None
         return
@@ -76,14 +82,12 @@ def tokenize_in_order(batches, tok, nprocs, window=None):
     pending = deque()
     try:
         for b in batches:
-            pending.append((b, ex.submit(encode_in_worker, b.texts, b.first_continues)))
+            pending.append((b, ex.submit(encode_in_worker, b.texts, b.first_continues, b.task)))
             b.texts = None  # the worker has its copy; keep the parent small
-            if len(pending) >= window:
-                b0, f0 = pending.popleft()
-                yield b0, f0.result()
+            while len(pending) >= window or (pending and pending[0][1].done()):
+                yield _result(*pending.popleft())
         while pending:
-            b0, f0 = pending.popleft()
-            yield b0, f0.result()
+            yield _result(*pending.popleft())
     except MismatchError as e:
         raise UserError(str(e)) from None
     except BrokenProcessPool:
@@ -92,6 +96,13 @@ def tokenize_in_order(batches, tok, nprocs, window=None):
         ) from None
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(batch, future):
+    tokens, counts = future.result()
+    if batch.task is not None:
+        batch.token_counts = counts
+    return batch, tokens
 
 
 def estimate_tokens(job):

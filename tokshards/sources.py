@@ -29,10 +29,34 @@ TEXT = (".txt", ".text", ".md", ".txt.gz", ".txt.zst")
 
 @dataclass
 class Batch:
-    texts: list
+    texts: list  # None when `task` says where a worker reads the texts itself
     start: dict  # position of the first document (or fragment) of the batch
     first_continues: bool = False  # texts[0] continues a document begun in an earlier batch
     token_counts: list = field(default=None)  # the source's own token_count column, when it has one
+    task: object = None  # e.g. a ParquetTask: the worker reads, so text never crosses the process pipe
+
+
+@dataclass
+class ParquetTask:
+    """One row group of a parquet file (from row `skip` on), read by whichever process tokenizes it."""
+
+    path: str
+    row_group: int
+    skip: int
+    text_column: str
+    with_counts: bool
+
+    def read(self):
+        pf = pq.ParquetFile(self.path)
+        cols = [self.text_column] + (["token_count"] if self.with_counts else [])
+        table = pf.read_row_group(self.row_group, columns=cols).slice(self.skip)
+        texts = [t if t is not None else "" for t in table.column(0).to_pylist()]  # null text: empty document
+        return texts, (table.column(1).to_pylist() if self.with_counts else None)
+
+
+# A row group larger than this (uncompressed) is read by the parent in batches instead, so that
+# one task never holds more than this much text in a worker.
+TASK_BYTES = 64 << 20
 
 
 def batched(items, start_of):
@@ -138,9 +162,6 @@ class LocalSource:
 
     def batches(self, pos=None):
         pos = pos or {"file": 0, "offset": 0, "cont": False}
-        return batched(self._items(pos), lambda p, cont: {"file": p[0], "offset": p[1], "cont": cont})
-
-    def _items(self, pos):
         for i in range(pos["file"], len(self.files)):
             first = i == pos["file"]
             offset = pos["offset"] if first else 0
@@ -148,33 +169,39 @@ class LocalSource:
             path = self.files[i]
             kind = _kind(path) or "text"
             if kind == "parquet":
-                for row, text, count in self._parquet(path, offset):
-                    yield (i, row), text, False, count
-            elif kind == "jsonl":
-                for off, text in self._jsonl(path, offset):
-                    yield (i, off), text, False, None
+                yield from self._parquet(i, path, offset)
+                continue
+            if kind == "jsonl":
+                items = ((off, text, False, None) for off, text in self._jsonl(path, offset))
             else:
-                for off, text, c in self._text(path, offset, cont):
-                    yield (i, off), text, c, None
+                items = ((off, text, c, None) for off, text, c in self._text(path, offset, cont))
+            yield from batched(items, lambda off, c, i=i: {"file": i, "offset": off, "cont": c})
 
-    def _parquet(self, path, start_row):
+    def _parquet(self, i, path, start_row):
+        """One task per row group; a huge row group is read here, batch by batch."""
         pf = pq.ParquetFile(path)
         cols = [self.text_column] + (["token_count"] if self.has_token_count else [])
         row = 0
         for rg in range(pf.num_row_groups):
-            n = pf.metadata.row_group(rg).num_rows
-            if row + n <= start_row:
+            meta = pf.metadata.row_group(rg)
+            n = meta.num_rows
+            if row + n <= start_row or n == 0:
                 row += n  # whole row group before the resume point: not even read
                 continue
-            for b in pf.iter_batches(batch_size=BATCH_DOCS, row_groups=[rg], columns=cols):
-                texts = b.column(0).to_pylist()
-                counts = b.column(1).to_pylist() if self.has_token_count else [None] * len(texts)
-                for text, count in zip(texts, counts):
-                    if row >= start_row:
-                        if text is None:
-                            text = ""  # a null text is an empty document, as datasets gives it
-                        yield row, text, count
-                    row += 1
+            skip = max(0, start_row - row)
+            if meta.total_byte_size <= TASK_BYTES:
+                task = ParquetTask(path, rg, skip, self.text_column, self.has_token_count)
+                yield Batch(None, {"file": i, "offset": row + skip, "cont": False}, task=task)
+            else:
+                at = row
+                for b in pf.iter_batches(batch_size=BATCH_DOCS, row_groups=[rg], columns=cols):
+                    lo, at = max(0, row + skip - at), at + len(b)
+                    if lo < len(b):
+                        b = b.slice(lo)
+                        texts = [t if t is not None else "" for t in b.column(0).to_pylist()]
+                        counts = b.column(1).to_pylist() if self.has_token_count else None
+                        yield Batch(texts, {"file": i, "offset": at - len(b), "cont": False}, token_counts=counts)
+            row += n
 
     def _jsonl(self, path, start):
         with _open_binary(path) as f:

@@ -183,5 +183,13 @@ def init_worker(spec, eot_token, backend, check_every):
     _worker_tok = Tokenizer(spec, eot_token, backend, check_every)
 
 
-def encode_in_worker(texts, first_continues):
-    return _worker_tok.encode_batch(texts, first_continues)
+def encode_in_worker(texts, first_continues, task=None):
+    return encode(_worker_tok, texts, first_continues, task)
+
+
+def encode(tok, texts, first_continues, task=None):
+    """(tokens, the source's token counts or None): reading the texts first when given a task."""
+    counts = None
+    if task is not None:
+        texts, counts = task.read()
+    return tok.encode_batch(texts, first_continues), counts
