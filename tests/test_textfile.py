@@ -47,13 +47,15 @@ def test_documents_equal_split_reference_for_any_chunk_size(tmp_path, text, chun
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=texts, chunk=st.integers(1, 48), max_doc=st.integers(4, 40))
-def test_giant_document_fragments_give_identical_tokens(tmp_path, text, chunk, max_doc):
-    """Tiny limits force documents to be cut into fragments: the token stream must not change."""
+@given(text=texts, chunk=st.integers(1, 48), max_doc=st.integers(4, 40),
+       sep=st.sampled_from(["\n\n", "\n--\n", "a b", " | "]))
+def test_giant_document_fragments_give_identical_tokens(tmp_path, text, chunk, max_doc, sep):
+    """Tiny limits force documents to be cut into fragments: the token stream must not change,
+    even with separators that contain the characters cut points are made of."""
     path = tmp_path / "t.txt"
     path.write_bytes(text.encode("utf-8"))
-    pieces = list(iter_pieces(path, chunk_bytes=chunk, max_doc_bytes=max_doc))
-    docs = split_reference(text, "\n\n")
+    pieces = list(iter_pieces(path, sep=sep, chunk_bytes=chunk, max_doc_bytes=max_doc))
+    docs = split_reference(text, sep)
     assert np.array_equal(stream_of_pieces(pieces), expected_stream(docs))
 
 

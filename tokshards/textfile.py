@@ -12,8 +12,9 @@ fragments at points where cutting cannot change a token: right after a "\\n" or 
 or not the text continues, and BPE never merges across pre-tokens; tests check it as a property.
 """
 
-def _safe_cut(buf, window):
-    """Index in buf where a giant document may be cut (the last such point), or -1."""
+def _safe_cut(buf, window, end):
+    """Index in buf[:end] where a giant document may be cut (the last such point), or -1."""
+    buf = buf[:end]
     lo = max(0, len(buf) - window)
     # Prefer the last newline cut (after it); fall back to the last space cut (before it).
     for needle, after in ((b"\n", 1), (b" ", 0)):
@@ -59,7 +60,8 @@ def iter_pieces(path, start=0, cont=False, sep="\n\n", chunk_bytes=8 << 20, max_
             buf = buf[pos:]
             buf_off += pos
             while len(buf) > max_doc_bytes:
-                k = _safe_cut(buf, window)
+                # not within the last len(sep) bytes: a separator may have begun there
+                k = _safe_cut(buf, window, len(buf) - len(sepb))
                 if k <= 0:
                     break  # no safe cut point yet: keep reading (memory grows with this run)
                 yield buf_off, _text(buf[:k], path, buf_off, cont, last=False), cont
