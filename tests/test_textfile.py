@@ -107,3 +107,16 @@ def test_invalid_utf8_names_the_byte(tmp_path, sep):
     path.write_bytes(b"good\n\nbad \xc3(\n\n")
     with pytest.raises(ValueError, match=r"invalid UTF-8 at byte 10"):
         list(iter_pieces(path, sep=sep))
+
+
+def test_no_cut_inside_a_separator_that_has_begun(tmp_path):
+    """A cut point ("x\\n|-") can lie inside a multi-character separator whose end is not read yet."""
+    path = tmp_path / "t.txt"
+    for sep in ("\n--\n", "a b", "\n<|endoftext|>\n"):
+        text = "word " * 6 + f"x{sep}y" + " more" * 4 + f"z{sep}" + "last words here"
+        path.write_text(text)
+        want = expected_stream(split_reference(text, sep))
+        for chunk in range(1, 24):
+            for max_doc in range(4, 24):
+                pieces = list(iter_pieces(path, sep=sep, chunk_bytes=chunk, max_doc_bytes=max_doc))
+                assert np.array_equal(stream_of_pieces(pieces), want), (sep, chunk, max_doc)
