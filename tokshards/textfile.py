@@ -14,7 +14,7 @@ or not the text continues, and BPE never merges across pre-tokens; tests check i
 
 def _safe_cut(buf, window, end):
     """Index in buf[:end] where a giant document may be cut (the last such point), or -1."""
-    buf = buf[:end]
+    buf = buf[: max(0, end)]
     lo = max(0, len(buf) - window)
     # Prefer the last newline cut (after it); fall back to the last space cut (before it).
     for needle, after in ((b"\n", 1), (b" ", 0)):
