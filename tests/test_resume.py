@@ -96,7 +96,8 @@ frag = os.environ.get("TEST_FRAGMENT")
 if frag:  # small read chunks and document limit: plain text documents get cut into fragments
     import tokshards.textfile as T
     chunk, maxdoc = map(int, frag.split(","))
-    T.iter_pieces.__defaults__ = (0, False, "\n\n", chunk, maxdoc)
+    # plan_ranges(path, start, cont, sep, task_bytes, chunk_bytes, max_doc_bytes): where the parent cuts
+    T.plan_ranges.__defaults__ = (0, False, "\n\n", 2 << 20, chunk, maxdoc)
 
 sys.argv = [os.path.join(os.getcwd(), "fineweb.py")] + sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import DATA, needs_data, real_texts
-from tokshards.textfile import iter_pieces
+from tokshards.textfile import iter_pieces, plan_ranges
 from tokshards.tokenizer import Tokenizer
 
 ENC = tiktoken.get_encoding("gpt2")
@@ -120,3 +120,18 @@ def test_no_cut_inside_a_separator_that_has_begun(tmp_path):
             for max_doc in range(4, 24):
                 pieces = list(iter_pieces(path, sep=sep, chunk_bytes=chunk, max_doc_bytes=max_doc))
                 assert np.array_equal(stream_of_pieces(pieces), want), (sep, chunk, max_doc)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=texts, task=st.integers(1, 64), chunk=st.integers(1, 48), max_doc=st.integers(4, 40),
+       sep=st.sampled_from(["\n\n", "\n--\n", " | "]))
+def test_worker_ranges_give_the_file_stream(tmp_path, text, task, chunk, max_doc, sep):
+    """The parent cuts byte ranges; each worker reads its own range with no cutting of its own."""
+    path = tmp_path / "t.txt"
+    path.write_bytes(text.encode("utf-8"))
+    pieces = []
+    for s, e, cont, in_doc in plan_ranges(path, sep=sep, task_bytes=task, chunk_bytes=chunk, max_doc_bytes=max_doc):
+        part = list(iter_pieces(path, s, cont, sep=sep, end=e, end_in_doc=in_doc, max_doc_bytes=1 << 40))
+        assert all(not c for _, _, c in part[1:]), "only a range's first piece may continue a document"
+        pieces += part
+    assert np.array_equal(stream_of_pieces(pieces), expected_stream(split_reference(text, sep)))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pyarrow.parquet as pq
 
 from .errors import UserError
-from .textfile import iter_pieces
+from .textfile import iter_pieces, plan_ranges
 
 BATCH_DOCS = 256  # documents per batch: big enough to amortise IPC, small enough to keep order cheap
 BATCH_BYTES = 4 << 20
@@ -52,6 +52,26 @@ class ParquetTask:
         table = pf.read_row_group(self.row_group, columns=cols).slice(self.skip)
         texts = [t if t is not None else "" for t in table.column(0).to_pylist()]  # null text: empty document
         return texts, (table.column(1).to_pylist() if self.with_counts else None)
+
+
+@dataclass
+class TextTask:
+    """A byte range of a plain-text file, cut by plan_ranges: whole documents, or a giant one's piece."""
+
+    path: str
+    start: int
+    end: int
+    cont: bool
+    end_in_doc: bool
+    sep: str
+
+    def read(self):
+        pieces = iter_pieces(self.path, self.start, self.cont, self.sep, end=self.end, end_in_doc=self.end_in_doc,
+                             max_doc_bytes=1 << 62)  # the range is already bounded: never cut again
+        try:
+            return [text for _, text, _ in pieces], None
+        except ValueError as e:  # invalid UTF-8: a one-line error from the worker
+            raise UserError(str(e)) from None
 
 
 # A row group larger than this (uncompressed) is read by the parent in batches instead, so that
@@ -173,9 +193,9 @@ class LocalSource:
                 continue
             if kind == "jsonl":
                 items = ((off, text, False, None) for off, text in self._jsonl(path, offset))
+                yield from batched(items, lambda off, c, i=i: {"file": i, "offset": off, "cont": c})
             else:
-                items = ((off, text, c, None) for off, text, c in self._text(path, offset, cont))
-            yield from batched(items, lambda off, c, i=i: {"file": i, "offset": off, "cont": c})
+                yield from self._text(i, path, offset, cont)
 
     def _parquet(self, i, path, start_row):
         """One task per row group; a huge row group is read here, batch by batch."""
@@ -229,10 +249,10 @@ class LocalSource:
                     )
                 yield here, obj[self.text_column] or ""
 
-    def _text(self, path, offset, cont):
+    def _text(self, i, path, offset, cont):
+        """Byte ranges of whole documents; workers read and split them (no text through the pipe)."""
         if path.lower().endswith((".gz", ".zst")):
             raise UserError(f"{path}: compressed plain text is not supported; decompress it first")
-        try:
-            yield from iter_pieces(path, offset, cont, sep=self.doc_separator)
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        for start, end, c, in_doc in plan_ranges(path, offset, cont, self.doc_separator):
+            task = TextTask(path, start, end, c, in_doc, self.doc_separator)
+            yield Batch(None, {"file": i, "offset": start, "cont": c}, first_continues=c, task=task)

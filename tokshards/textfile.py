@@ -11,6 +11,8 @@ fragments at points where cutting cannot change a token: right after a "\\n" or 
 (gpt2, cl100k, o200k) ends a pre-token there and starts the next one at the same place whether
 or not the text continues, and BPE never merges across pre-tokens; tests check it as a property.
 """
+import os
+
 
 def _safe_cut(buf, window, end):
     """Index in buf[:end] where a giant document may be cut (the last such point), or -1."""
@@ -26,12 +28,12 @@ def _safe_cut(buf, window, end):
     return -1
 
 
-def iter_pieces(path, start=0, cont=False, sep="\n\n", chunk_bytes=8 << 20, max_doc_bytes=32 << 20):
-    """Yield (offset, text, continues) from byte `start` of `path`.
+def _raw_pieces(path, start, cont, sep, chunk_bytes, max_doc_bytes, end=None, end_in_doc=False):
+    """Yield (offset, raw bytes, continues, last, next_offset) for each document or fragment.
 
-    offset: byte where this piece's raw bytes begin; reading again from (offset, continues)
-    yields this piece and everything after it again, which is what resume relies on.
-    continues: the piece continues the previous document (a fragment of a giant one).
+    last: the piece ends its document (at a separator or the end), so trailing "\n" go.
+    next_offset: where reading resumes after it (past the separator, or at the cut point).
+    `end` stops at that byte as if the file ended there; `end_in_doc` says a document goes on.
     """
     sepb = sep.encode("utf-8")
     window = min(max_doc_bytes, 1 << 20)
@@ -40,22 +42,20 @@ def iter_pieces(path, start=0, cont=False, sep="\n\n", chunk_bytes=8 << 20, max_
         buf = b""
         buf_off = start  # file offset of buf[0]
         while True:
-            chunk = f.read(chunk_bytes)
+            want = chunk_bytes if end is None else min(chunk_bytes, end - buf_off - len(buf))
+            chunk = f.read(want) if want > 0 else b""
             buf = buf + chunk if buf else chunk
             pos = 0
             while True:
                 j = buf.find(sepb, pos)
                 if j < 0:
                     break
-                piece = _text(buf[pos:j], path, buf_off + pos, cont, last=True)
-                if piece:
-                    yield buf_off + pos, piece, cont
+                yield buf_off + pos, buf[pos:j], cont, True, buf_off + j + len(sepb)
                 cont = False
                 pos = j + len(sepb)
-            if not chunk:  # end of file: what is left is the last document
-                piece = _text(buf[pos:], path, buf_off + pos, cont, last=True)
-                if piece:
-                    yield buf_off + pos, piece, cont
+            if not chunk:  # end of file (or range): what is left is the last piece
+                if pos < len(buf) or end_in_doc:
+                    yield buf_off + pos, buf[pos:], cont, not end_in_doc, buf_off + len(buf)
                 return
             buf = buf[pos:]
             buf_off += pos
@@ -64,10 +64,42 @@ def iter_pieces(path, start=0, cont=False, sep="\n\n", chunk_bytes=8 << 20, max_
                 k = _safe_cut(buf, window, len(buf) - len(sepb))
                 if k <= 0:
                     break  # no safe cut point yet: keep reading (memory grows with this run)
-                yield buf_off, _text(buf[:k], path, buf_off, cont, last=False), cont
+                yield buf_off, buf[:k], cont, False, buf_off + k
                 buf = buf[k:]
                 buf_off += k
                 cont = True
+
+
+def iter_pieces(path, start=0, cont=False, sep="\n\n", chunk_bytes=8 << 20, max_doc_bytes=32 << 20,
+                end=None, end_in_doc=False):
+    """Yield (offset, text, continues) from byte `start` of `path` (up to `end`).
+
+    offset: byte where this piece's raw bytes begin; reading again from (offset, continues)
+    gives the same tokens from this piece on, which is what resume relies on.
+    continues: the piece continues the previous document (a fragment of a giant one).
+    """
+    for off, raw, c, last, _ in _raw_pieces(path, start, cont, sep, chunk_bytes, max_doc_bytes, end, end_in_doc):
+        text = _text(raw, path, off, c, last)
+        if text or not last:
+            yield off, text, c
+
+
+def plan_ranges(path, start=0, cont=False, sep="\n\n", task_bytes=2 << 20, chunk_bytes=8 << 20,
+                max_doc_bytes=32 << 20):
+    """Cut a text file into byte ranges for workers to read and tokenize themselves.
+
+    Yields (start, end, continues, end_in_doc). A range ends right after a separator (whole
+    documents) or at a safe cut inside a giant document (end_in_doc: the next range continues it),
+    so iter_pieces over each range, with no cutting of its own, gives the file's pieces exactly.
+    """
+    task_start, task_cont = start, cont
+    for _, _, _, last, nxt in _raw_pieces(path, start, cont, sep, chunk_bytes, max_doc_bytes):
+        if not last or nxt - task_start >= task_bytes:
+            yield task_start, nxt, task_cont, not last
+            task_start, task_cont = nxt, not last
+    size = os.path.getsize(path)
+    if size > task_start:
+        yield task_start, size, task_cont, False
 
 
 def _text(raw, path, offset, cont, last):
