@@ -38,7 +38,7 @@ def files_of(d):
 
 
 def remote(hub, tmp_path, *args, env_extra=None):
-    env = hub_env(hub, tmp_path)
+    env = hub_env(hub, tmp_path, timeout=2)  # a stalled read times out after 2 s
     env["FINEWEB_RETRY_BASE_SECONDS"] = "0.05"
     env.update(env_extra or {})
     return run_cli("--shard-size", SHARD, "--nprocs", "1", *args, cwd=tmp_path, env=env)
@@ -75,6 +75,11 @@ def test_resume_reads_the_pinned_sha_and_skips_done_files(hub, tmp_path, referen
     assert files_of(tmp_path / "edu_fineweb10B") == reference
     bodies = [e for e in hub.log() if e["path"].endswith(".parquet") and (e.get("range") or "").startswith("bytes=4-")]
     assert bodies and not any("000_00000" in e["path"] for e in bodies), [e["path"] for e in bodies]
+    # `main` is not looked up again: the resumed run reads the commit recorded in the manifest
+    sha = json.loads((tmp_path / "edu_fineweb10B" / "manifest.json").read_text())["source"]["revision"]
+    paths = [e["path"] for e in hub.log()]
+    assert not any("/main" in p for p in paths), [p for p in paths if "/main" in p]
+    assert any(f"/revision/{sha}" in p for p in paths)
 
 
 @pytest.mark.parametrize("fault,reaches_tool", [
@@ -86,6 +91,13 @@ def test_resume_reads_the_pinned_sha_and_skips_done_files(hub, tmp_path, referen
     (dict(match="*002_00000.parquet", status=503, status_count=7), True),
     # the revision lookup at start is never retried by the client
     (dict(api_status=503, api_count=2, api_match="/revision/"), True),
+    # 500 beyond huggingface_hub's 5 retries: datasets raises at once
+    (dict(match="*001_00000.parquet", status=500, status_count=7), True),
+    # the tree listing at start, beyond huggingface_hub's retries
+    (dict(api_status=503, api_count=6, api_match="%2F10BT"), True),
+    # a connection closed early while Content-Length promised more; a stall past the read timeout
+    (dict(match="*001_00000.parquet", trunc_after=5000, trunc_count=8), False),
+    (dict(match="*002_00000.parquet", stall_after=1000, stall_secs=4, stall_count=1), False),
     # beyond huggingface_hub's 5 retries, but datasets retries these itself
     (dict(match="*001_00000.parquet", drop_after=1000, drop_count=8), False),
     (dict(match="*002_00000.parquet", status=429, status_count=7, retry_after=0), False),

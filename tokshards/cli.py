@@ -119,6 +119,23 @@ def merge(ns):
     return opts
 
 
+def _pinned_revision(out_dir, opts):
+    """A resumed Hub run reads the commit the run began with, even if `main` has moved since:
+    one output never mixes two versions of a dataset."""
+    from .manifest import Manifest
+
+    if opts["overwrite"] or not os.path.isdir(out_dir):
+        return None
+    try:
+        m = Manifest.load(out_dir)
+    except UserError:
+        return None
+    src = m.data.get("source") if m else None
+    if isinstance(src, dict) and src.get("dataset") == opts["dataset"] and src.get("revision"):
+        return src["revision"]
+    return None
+
+
 def make_job(opts, log):
     from .hub import HubSource, naming
     from .pipeline import Job
@@ -137,7 +154,8 @@ def make_job(opts, log):
         prefix, local_dir = stem, f"{stem}_shards"
     else:
         config_name, prefix, local_dir = naming(opts["dataset"], opts["remote"])
-        source = HubSource(opts["dataset"], config_name, opts["revision"], opts["text_column"],
+        revision = opts["revision"] or _pinned_revision(opts["local_dir"] or local_dir, opts)
+        source = HubSource(opts["dataset"], config_name, revision, opts["text_column"],
                            opts["retries"], opts["retry_time"], log)
     max_tokens = parse_size(opts["max_tokens"]) if opts["max_tokens"] is not None else None
     return Job(
