@@ -22,8 +22,12 @@ demo: deps
 test: deps
 	$(PY) -m pytest -q tests
 
+# Throughput side by side with build-nanogpt (table), then 30 MB / 300 MB / 1.5 GB (table + plot):
+# prints markdown tables, writes bench/out/*.md and bench/out/scale.png. Takes ~30 minutes.
 bench: deps
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q matplotlib
 	$(PY) bench/bench.py
+	$(PY) bench/bench.py --scale
 
 # The real thing (needs the Hugging Face Hub): build-nanogpt's data, resumable.
 sample-10BT: deps

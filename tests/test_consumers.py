@@ -11,12 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO.parent / "shared" / "tiktoken-cache"
-if CACHE.is_dir():
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(CACHE))
-DATA = REPO.parent / "shared" / "data" / "fineweb-edu"
-
+from conftest import FINEWEB_EDU as DATA, REPO  # noqa: E402  (also sets TIKTOKEN_CACHE_DIR offline)
 from tokshards import cli  # noqa: E402
 from tokshards.formats import FORMATS  # noqa: E402
 from tokshards.inspect_cmd import cmd_inspect  # noqa: E402

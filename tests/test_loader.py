@@ -4,17 +4,11 @@ shards of every format; deterministic shuffling; exact resume from state_dict().
 import glob
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO.parent / "shared" / "tiktoken-cache"
-if CACHE.is_dir():
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(CACHE))
-DATA = REPO.parent / "shared" / "data" / "fineweb-edu"
-
+from conftest import FINEWEB_EDU as DATA  # noqa: E402  (also sets TIKTOKEN_CACHE_DIR offline)
 from tokshards import cli  # noqa: E402
 from tokshards.formats import FORMATS, write_shard  # noqa: E402
 from tokshards.loader import ShardLoader, list_shards, shard_format  # noqa: E402

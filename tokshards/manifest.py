@@ -14,12 +14,14 @@ NAME = "manifest.json"
 VERSION = 1
 
 
-def atomic_write(path, data: bytes):
-    """Write to a temporary name, fsync, rename, fsync the directory: a crash leaves old or new."""
+def atomic_write(path, write):
+    """Write to a temporary name, fsync, rename, fsync the directory: a crash leaves old or new.
+
+    `write` is the bytes, or a function that writes to the open file (its result is returned)."""
     tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            result = write(f) if callable(write) else f.write(write)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -27,6 +29,7 @@ def atomic_write(path, data: bytes):
         _unlink(tmp)
         raise
     fsync_dir(os.path.dirname(path) or ".")
+    return result
 
 
 def fsync_dir(d):

@@ -14,7 +14,7 @@ import os
 
 from .errors import UserError
 from .formats import FORMATS, header_bytes, open_tokens, sha256_file, write_shard
-from .manifest import Manifest, _unlink, fsync_dir
+from .manifest import Manifest, _unlink, atomic_write
 from .writer import shard_name
 
 CHUNK = 1 << 24  # tokens copied at a time
@@ -52,22 +52,6 @@ def read_checked(m, s):
                         f"python fineweb.py verify {m.out_dir}")
 
 
-def write_atomic(path, write):
-    """write(f) into a temporary file, fsync, rename over `path`."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            result = write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    fsync_dir(os.path.dirname(path))
-    return result
-
-
 def to_nanogpt(m, out_dir, say):
     """train.bin = every train shard in order, val.bin = the val shard(s): raw tokens, no header."""
     dtype = m.data["settings"]["dtype"]
@@ -84,7 +68,7 @@ def to_nanogpt(m, out_dir, say):
                     n += len(chunk)
             return n
 
-        n = write_atomic(os.path.join(out_dir, f"{split}.bin"), write)
+        n = atomic_write(os.path.join(out_dir, f"{split}.bin"), write)
         say(f"wrote {os.path.join(out_dir, split + '.bin')}: {n:,} tokens from {len(shards)} shard(s)")
     np_name = "np.uint16" if dtype == "<u2" else "np.uint32"
     say(f"nanoGPT reads them with np.memmap(path, dtype={np_name}, mode='r')"
@@ -112,7 +96,7 @@ def convert(m, out_dir, fmt, say):
             for _ in read_checked(m, s):  # check size, header and sha256 before writing anything from it
                 pass
             tokens = open_tokens(src, old, m.data["settings"]["dtype"])
-            nbytes, sha = write_atomic(dst, lambda f: write_shard(f, fmt, tokens))
+            nbytes, sha = atomic_write(dst, lambda f: write_shard(f, fmt, tokens))
             del tokens
             e.update(file=name, bytes=nbytes, sha256=sha)
         if in_place and name != s["file"]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import UserError
 from .formats import EXTENSION, write_shard
-from .manifest import _unlink, fsync_dir
+from .manifest import atomic_write
 
 
 def shard_name(prefix, index, fmt):
@@ -64,17 +64,10 @@ class ShardWriter:
             return
         name, split = shard_name(self.prefix, self.index, self.fmt)
         path = os.path.join(self.manifest.out_dir, name)
-        tmp = os.path.join(self.manifest.out_dir, f".{name}.tmp")
         tokens = self.buf[: self.n]
         try:
-            with open(tmp, "wb") as f:
-                nbytes, sha = write_shard(f, self.fmt, tokens)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            fsync_dir(self.manifest.out_dir)
+            nbytes, sha = atomic_write(path, lambda f: write_shard(f, self.fmt, tokens))
         except OSError as e:
-            _unlink(tmp)
             if e.errno == errno.ENOSPC:
                 raise UserError(
                     f"disk full while writing {path}; free space and rerun the same command to resume "
