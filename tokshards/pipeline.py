@@ -71,6 +71,7 @@ def tokenize_in_order(batches, tok, nprocs, window=None):
                 tokens, counts = encode(tok, b.texts, b.first_continues, b.task)
                 if b.task is not None:
                     b.token_counts = counts
+                b.backend = tok.backend
                 yield b, tokens
         except MismatchError as e:
             raise UserError(str(e)) from None
@@ -99,7 +100,7 @@ def tokenize_in_order(batches, tok, nprocs, window=None):
 
 
 def _result(batch, future):
-    tokens, counts = future.result()
+    tokens, counts, batch.backend = future.result()
     if batch.task is not None:
         batch.token_counts = counts
     return batch, tokens
@@ -161,7 +162,9 @@ def run(job, log=print, progress=None):
     progress: optional object with start(initial_tokens, estimated_total), update(n), close().
     """
     t0 = time.time()
-    tok = Tokenizer(job.tokenizer, job.eot_token, job.backend, job.check_every)
+    nprocs = usable_cpus() if job.nprocs is None else job.nprocs
+    # with workers, the parent never encodes: it does not load the fast backend (less memory)
+    tok = Tokenizer(job.tokenizer, job.eot_token, job.backend, job.check_every, encode=nprocs == 0)
     if tok.note:
         log(tok.note)
     settings = {
@@ -206,9 +209,8 @@ def run(job, log=print, progress=None):
     if keep:
         log(f"resuming {job.out_dir}: keeping {keep} complete shards ({written:,} tokens)")
 
-    writer = ShardWriter(manifest, job.prefix, job.fmt, tok.dtype, job.shard_size, tok.eot, tok.backend,
+    writer = ShardWriter(manifest, job.prefix, job.fmt, tok.dtype, job.shard_size, tok.eot,
                          on_shard=lambda e: log(f"wrote {e['file']}: {e['tokens']:,} tokens, {e['docs']:,} docs"))
-    nprocs = usable_cpus() if job.nprocs is None else job.nprocs
     progress = progress or _NoProgress()
     progress.start(written, estimate_tokens(job))
     try:
@@ -236,7 +238,7 @@ def _stream(job, tok, writer, start, total, nprocs, progress):
                 tokens, offset, skip = tokens[cut:], cut, skip - cut
             if job.max_tokens is not None and total + len(tokens) >= job.max_tokens:
                 tokens, writer.stopped = tokens[: job.max_tokens - total], True
-            writer.add(tokens, batch.start, offset, counts)
+            writer.add(tokens, batch.start, offset, counts, batch.backend)
             total += len(tokens)
             progress.update(len(tokens))
             if writer.stopped:

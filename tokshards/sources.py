@@ -34,6 +34,7 @@ class Batch:
     first_continues: bool = False  # texts[0] continues a document begun in an earlier batch
     token_counts: list = field(default=None)  # the source's own token_count column, when it has one
     task: object = None  # e.g. a ParquetTask: the worker reads, so text never crosses the process pipe
+    backend: str = None  # set once encoded: which tokenizer backend did it
 
 
 @dataclass

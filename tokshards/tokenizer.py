@@ -29,7 +29,9 @@ class MismatchError(Exception):
 class Tokenizer:
     """encode_batch(texts) -> flat array: [eot] + ids(text) for each text."""
 
-    def __init__(self, spec, eot_token=None, backend="auto", check_every=1000):
+    def __init__(self, spec, eot_token=None, backend="auto", check_every=1000, encode=True):
+        """encode=False: only the facts (name, eot, vocabulary size, dtype), for a parent process
+        whose workers do the encoding: the fast backend is then loaded and checked by them."""
         self.spec, self.eot_spec, self.backend_spec, self.check_every = spec, eot_token, backend, check_every
         self._fast, self.note, self._batches = None, None, 0
         if spec.endswith(".json") or os.path.sep in spec or os.path.isfile(spec):
@@ -38,8 +40,10 @@ class Tokenizer:
         else:
             self._init_tiktoken(spec, eot_token)
             self.backend = f"tiktoken {_version('tiktoken')}"
-            if backend != "tiktoken":
+            if backend != "tiktoken" and encode:
                 self._init_fast(backend)
+            elif backend != "tiktoken":
+                self._probe_fast(backend)
         # Tokens are stored as uint16 whenever they fit, exactly like nanoGPT / llm.c;
         # a larger vocabulary switches to uint32 so that no id can ever wrap.
         self.dtype = np.dtype("<u2") if self.n_vocab <= 2**16 else np.dtype("<u4")
@@ -79,6 +83,17 @@ class Tokenizer:
             self.note = f"tokenizer: using tiktoken ({e})" if self.name in fastgpt2.ENCODINGS else None
             return
         self.backend = f"fastokens {_version('fastokens')}"
+
+    def _probe_fast(self, backend):
+        """Without loading it: is the fast path installed? (The workers load and self-check it.)"""
+        from importlib.util import find_spec
+
+        from . import fastgpt2
+
+        if self.name in fastgpt2.ENCODINGS and find_spec("fastokens") is None:
+            if backend == "fast":
+                raise UserError("--tokenizer-backend fast: fastokens is not installed; pip install fastokens")
+            self.note = "tokenizer: using tiktoken (fastokens is not installed; pip install fastokens for ~5-10x)"
 
     def _encode_tiktoken(self, text):
         try:
@@ -174,17 +189,26 @@ def _version(pkg):
 _worker_tok = None
 
 
+_worker_error = None
+
+
 def init_worker(spec, eot_token, backend, check_every):
     # one process per core already: the fast tokenizer must not start threads of its own
     os.environ["FASTOKENS_BPE_THREADS"] = os.environ["RAYON_NUM_THREADS"] = "1"
     # Ctrl-C reaches the whole process group: leave it to the parent (one line, exit 130)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    global _worker_tok
-    _worker_tok = Tokenizer(spec, eot_token, backend, check_every)
+    global _worker_tok, _worker_error
+    try:
+        _worker_tok = Tokenizer(spec, eot_token, backend, check_every)
+    except UserError as e:  # e.g. --tokenizer-backend fast failing its self-check: say so, from the first task
+        _worker_error = e
 
 
 def encode_in_worker(texts, first_continues, task=None):
-    return encode(_worker_tok, texts, first_continues, task)
+    """(tokens, source token counts or None, backend that encoded them), in a worker process."""
+    if _worker_error is not None:
+        raise _worker_error
+    return (*encode(_worker_tok, texts, first_continues, task), _worker_tok.backend)
 
 
 def encode(tok, texts, first_continues, task=None):

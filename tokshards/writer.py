@@ -29,8 +29,9 @@ def shard_files_on_disk(out_dir, prefix):
 
 
 class ShardWriter:
-    def __init__(self, manifest, prefix, fmt, dtype, shard_size, eot, backend, on_shard=None):
-        self.manifest, self.backend = manifest, backend
+    def __init__(self, manifest, prefix, fmt, dtype, shard_size, eot, on_shard=None):
+        self.manifest = manifest
+        self.backends = set()  # the tokenizer backends that encoded this shard's tokens
         self.prefix, self.fmt, self.shard_size, self.eot = prefix, fmt, shard_size, eot
         self.on_shard = on_shard or (lambda entry: None)
         self.buf = np.empty(shard_size, dtype=dtype)
@@ -42,10 +43,11 @@ class ShardWriter:
     def index(self):
         return len(self.manifest.shards)
 
-    def add(self, tokens, pos, offset, counts=None):
+    def add(self, tokens, pos, offset, counts=None, backend=None):
         """Append one batch's tokens; tokens[0] is token number `offset` of the batch at `pos`."""
         i, d = 0, 0
         while i < len(tokens):
+            self.backends.add(backend)
             take = min(len(tokens) - i, self.shard_size - self.n)
             piece = tokens[i : i + take]
             self.buf[self.n : self.n + take] = piece
@@ -77,9 +79,9 @@ class ShardWriter:
         entry = {
             "file": name, "split": split, "index": self.index, "tokens": int(self.n),
             "docs": int(np.count_nonzero(tokens == self.eot)), "bytes": nbytes, "sha256": sha,
-            "token_count_sum": self.count_sum, "backend": self.backend, "end": end,
+            "token_count_sum": self.count_sum, "backend": " + ".join(sorted(b for b in self.backends if b)), "end": end,
         }
         self.manifest.shards.append(entry)
         self.manifest.save()
-        self.n, self.count_sum = 0, None
+        self.n, self.count_sum, self.backends = 0, None, set()
         self.on_shard(entry)
