@@ -16,7 +16,6 @@ import ctypes
 import glob
 import hashlib
 import json
-import math
 import os
 import platform
 import re
@@ -317,14 +316,21 @@ def stream_info(out_dir):
 # ----------------------------------------------------------------------------- the rows
 
 
-def row_ceiling(meta, nparts, logdir, tag):
-    """(a) nparts independent processes, each tokenizing its share of the texts in memory."""
-    cmd = [sys.executable, os.path.join(HERE, "ceiling.py"), "--files", *meta["parquet_paths"]]
+ONE_THREAD = {"RAYON_NUM_THREADS": "1", "FASTOKENS_BPE_THREADS": "1"}
+
+
+def row_ceiling(meta, nparts, backend, logdir, tag, threads=None, include_read=False):
+    """(a) nparts independent processes, each tokenizing its share of the texts in memory.
+    threads=None: one thread per process (the library's threads off); else the library's default."""
+    cmd = [sys.executable, os.path.join(HERE, "ceiling.py"), "--backend", backend, "--files", *meta["parquet_paths"]]
+    if include_read:
+        cmd.append("--include-read")
+    env = child_env(ONE_THREAD if threads is None else {})
     procs = []
     for k in range(nparts):
         procs.append(subprocess.Popen(cmd + ["--part", str(k), "--of", str(nparts)], cwd=ROOT, stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=open(os.path.join(logdir, f"{tag}.{k}.err"), "wb"),
-                                      env=child_env(), text=True))
+                                      env=env, text=True))
     m = Measure().start(procs)
     for p in procs:
         line = p.stdout.readline()
@@ -372,18 +378,18 @@ def row_nanogpt(meta, nprocs, logdir, tag):
     return res
 
 
-def tool_command(inputs, out_dir, nprocs, driver=None):
+def tool_command(inputs, out_dir, nprocs, driver=None, extra=()):
     script = driver or os.path.join(ROOT, "fineweb.py")
     return [sys.executable, script, "--input", *inputs, "--local-dir", out_dir, "--prefix", "edufineweb",
-            "--format", "npy", "--nprocs", str(nprocs)]
+            "--format", "npy", "--nprocs", str(nprocs), *extra]
 
 
-def row_tool(meta, nprocs, kind, logdir, tag):
+def row_tool(meta, nprocs, kind, logdir, tag, extra=(), driver=None):
     """(c) python fineweb.py --input ... --nprocs N --format npy, end to end."""
     out_dir = os.path.join(OUT, "runs", tag)
     shutil.rmtree(out_dir, ignore_errors=True)
     inputs = meta["parquet_paths"] if kind == "parquet" else [meta["text_path"]]
-    res = run_command(tool_command(inputs, out_dir, nprocs), logdir, tag)
+    res = run_command(tool_command(inputs, out_dir, nprocs, driver=driver, extra=extra), logdir, tag)
     res.update(stream_info(out_dir))
     with open(os.path.join(out_dir, "manifest.json")) as f:
         man = json.load(f)
@@ -405,14 +411,40 @@ def fmt(x, spec=".2f", none="-"):
 
 
 def usable_cpus():
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The cores the tool would use by default (the tool's own rule: affinity and cgroup quota)."""
+    sys.path.insert(0, ROOT)
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
-        if quota != "max":
-            n = min(n, max(1, int(int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
+        from tokshards.pipeline import usable_cpus as tool_cpus
+    finally:
+        sys.path.remove(ROOT)
+    return tool_cpus()
+
+
+def code_state():
+    """(git commit + dirty marker, fingerprint of the tool's code): to notice the tool changing mid-run."""
+    h = hashlib.sha256()
+    for f in sorted(glob.glob(os.path.join(ROOT, "tokshards", "*.py"))) + [os.path.join(ROOT, "fineweb.py")]:
+        try:
+            with open(f, "rb") as fh:
+                h.update(f.encode() + b"\0" + fh.read())
+        except OSError:
+            pass
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or "?"
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "tokshards", "fineweb.py"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "?", ""
+    return commit + (" + uncommitted changes" if dirty else ""), h.hexdigest()[:12]
+
+
+def code_line(start, end):
+    line = f"Tool code: commit {start[0]} (fingerprint {start[1]})"
+    if start != end:
+        line += (f". **WARNING: the tool's code changed during this run (now {end[0]}, fingerprint {end[1]}): "
+                 "rows from different repeats may have run different code; rerun on a quiet tree.**")
+    return line
 
 
 def machine_line():
@@ -435,7 +467,6 @@ def machine_line():
 
 def main_table(args, rows, results, meta, cmdline):
     n = args.nprocs
-    ceil_key, b_key, bn_key = "a2", "b", "bn"  # a2 is the n-process ceiling whatever n is
     rounds = max(len(v) for v in results.values())
 
     def ratio(key, ref):
@@ -444,21 +475,17 @@ def main_table(args, rows, results, meta, cmdline):
         return med([x["rate"] / y["rate"] for x, y in zip(results[key], results[ref])])
 
     lines = [f"`{cmdline}`", "",
-             f"{machine_line()}.", "",
+             f"{machine_line()}.", "", code_line(args.code_start, code_state()) + ".", "",
              f"Input: {meta['docs']:,} documents, {meta['text_bytes'] / 1e6:.0f} MB of text (FineWeb-Edu sample "
              f"documents repeated), as {len(meta['parquet'])} parquet file(s) ({meta['parquet_bytes'] / 1e6:.0f} MB) "
              f"and as one text file ({meta.get('text_file_bytes', 0) / 1e6:.0f} MB, documents joined by a blank line). "
              f"{rounds} repeat(s), rows interleaved; medians (min-max). Ratios are medians of per-repeat ratios.", "",
              "| row | what | Mtok/s median (min-max) | MB text/s | wall s | tokens | CPU s per Mtok | peak RSS MiB, "
-             "process tree (largest process) | peak PSS MiB, tree | of " + f"{n}-core ceiling (a{n}) | vs b | vs b{n}"
-             " | other load (cores) | token stream |",
+             f"process tree (largest process) | peak PSS MiB, tree | of {n}-core ceiling, same tokenizer | vs b | "
+             f"vs b{n} | other load (cores) | token stream |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    def show(k):
-        return {"a2": f"a{n}", "bn": f"b{n}", "cn": f"c{n}"}.get(k, k)
-
-    ref_hash = None
-    if "b" in results:
-        ref_hash = results["b"][0].get("stream_sha256")
+    ref_key = next((k for k in ("b", "t1", "a1") if results.get(k) and results[k][0].get("stream_sha256")), None)
+    ref_hash = results[ref_key][0]["stream_sha256"] if ref_key else None
     for key, label in rows:
         rs = results.get(key)
         if not rs:
@@ -478,50 +505,111 @@ def main_table(args, rows, results, meta, cmdline):
         else:
             h = hashes.pop()
             stream = h[:8]
-            if ref_hash and key != "b":
+            if ref_hash and key != ref_key:
                 if h == ref_hash:
-                    same_files = rs[0].get("file_sha256") == results["b"][0].get("file_sha256")
-                    stream += " = b" + (" (files byte-identical)" if same_files and rs[0].get("file_sha256") else "")
-                elif rs[0].get("kind") != "text":
-                    stream += " **differs from b**"
+                    stream += f" = {ref_key}"
+                    fh = rs[0].get("file_sha256")
+                    if fh and fh == results[ref_key][0].get("file_sha256"):
+                        stream += " (files byte-identical)"
+                else:
+                    stream += f" **differs from {ref_key}**"
         extra = rs[0].get("extra")
+        ceil = args.ceiling_of.get(key)
         lines.append(
-            f"| {show(key)} | {label}{' (' + extra + ')' if extra else ''} | {med(rates) / 1e6:.2f} ({min(rates) / 1e6:.2f}-"
-            f"{max(rates) / 1e6:.2f}) | {mb:.1f} | {med([r['wall'] for r in rs]):.1f} | {tokens / 1e6:.1f}M | "
-            f"{cpu:.3f} | {rss:.0f} ({big:.0f}) | {pss:.0f} | {fmt(ratio(key, ceil_key))} | "
-            f"{fmt(ratio(key, b_key))} | {fmt(ratio(key, bn_key))} | {fmt(med([r.get('other_load') for r in rs]))} | "
+            f"| {show_key(key, n)} | {label}{' (' + extra + ')' if extra else ''} | {med(rates) / 1e6:.2f} "
+            f"({min(rates) / 1e6:.2f}-{max(rates) / 1e6:.2f}) | {mb:.1f} | {med([r['wall'] for r in rs]):.1f} | "
+            f"{tokens / 1e6:.1f}M | {cpu:.3f} | {rss:.0f} ({big:.0f}) | {pss:.0f} | "
+            f"{fmt(ratio(key, ceil)) + ' (' + show_key(ceil, n) + ')' if ceil and ratio(key, ceil) is not None else '-'} | "
+            f"{fmt(ratio(key, 'b'))} | {fmt(ratio(key, 'bn'))} | {fmt(med([r.get('other_load') for r in rs]))} | "
             f"{stream} |")
-    lines += ["", "Targets (issue): tool (c) >= 0.85 of the 2-core ceiling (a2), >= 1.6x build-nanogpt, peak RSS < 1 GiB."]
+    lines += ["", f"Targets (issue): the tool (c{n}) >= 0.85 of the {n}-core ceiling of its tokenizer, >= 1.6x "
+              "build-nanogpt, peak RSS < 1 GiB. The input repeats the same documents, which flatters tokenizers with a "
+              "pre-token cache (fastokens: ~2x on warm text, per shared/notes/fast-tokenizers.md) but not tiktoken."]
     return "\n".join(lines)
+
+
+def fast_backend_available():
+    """Does the tool's default (auto) backend use the fast GPT-2 path here?"""
+    try:
+        sys.path.insert(0, ROOT)
+        import tiktoken
+        from tokshards import fastgpt2
+
+        fastgpt2.load("gpt2", tiktoken.get_encoding("gpt2"))
+        return True
+    except Exception:  # noqa: BLE001 (no fastokens, no fastgpt2 module, failed self-check)
+        return False
+    finally:
+        sys.path.remove(ROOT)
+
+
+def define_rows(args, meta):
+    """[(key, label, ceiling key for "of ceiling", run function)] in display order."""
+    n = args.nprocs
+    shipped = max(1, (os.cpu_count() or 1) // 2)
+    fast = fast_backend_available()
+    tb = "fastokens" if fast else "tiktoken"  # the tool's default backend here
+    ceil_tool = "a2" if fast else "t2"
+    rows = []
+    if fast:
+        rows += [
+            ("a1", "ceiling, tool's backend (fastokens): 1 process, 1 thread, texts in memory, no IPC", "a2",
+             lambda ld, tag: row_ceiling(meta, 1, "fast", ld, tag)),
+            ("a2", f"ceiling, fastokens: {n} independent processes, 1 thread each, 1/{n} of the texts each", "a2",
+             lambda ld, tag: row_ceiling(meta, n, "fast", ld, tag)),
+            ("a2r", f"as a{n}, but each process also reads its half of the parquet (pyarrow -> str): no IPC", "a2",
+             lambda ld, tag: row_ceiling(meta, n, "fast", ld, tag, include_read=True)),
+            ("aT", "fastokens: 1 process, the library's own threads (Rayon default), texts in memory", "a2",
+             lambda ld, tag: row_ceiling(meta, 1, "fast", ld, tag, threads="default")),
+        ]
+    rows += [
+        ("t1", "ceiling, tiktoken: 1 process, texts in memory, no IPC", "t2",
+         lambda ld, tag: row_ceiling(meta, 1, "tiktoken", ld, tag)),
+        ("t2", f"ceiling, tiktoken: {n} independent processes, 1/{n} of the texts each", "t2",
+         lambda ld, tag: row_ceiling(meta, n, "tiktoken", ld, tag)),
+        ("b", f"build-nanogpt fineweb.py as shipped (tiktoken): Pool(cpu_count//2 = {shipped}), datasets read", "t2",
+         lambda ld, tag: row_nanogpt(meta, None, ld, tag)),
+        ("bn", f"build-nanogpt fineweb.py with Pool({n})", "t2",
+         lambda ld, tag: row_nanogpt(meta, n, ld, tag)),
+        ("c1", f"this tool ({tb}), parquet, --nprocs 1", ceil_tool,
+         lambda ld, tag: row_tool(meta, 1, "parquet", ld, tag)),
+        ("cn", f"this tool ({tb}), parquet, --nprocs {n}", ceil_tool,
+         lambda ld, tag: row_tool(meta, n, "parquet", ld, tag)),
+        ("ct", f"this tool ({tb}), plain text, --nprocs {n}", ceil_tool,
+         lambda ld, tag: row_tool(meta, n, "text", ld, tag)),
+    ]
+    if args.alt_tool:
+        alt = os.path.join(os.path.abspath(args.alt_tool), "fineweb.py")
+        rows += [
+            ("c1x", f"--alt-tool {args.alt_tool}, parquet, --nprocs 1", ceil_tool,
+             lambda ld, tag: row_tool(meta, 1, "parquet", ld, tag, driver=alt)),
+            ("cnx", f"--alt-tool {args.alt_tool}, parquet, --nprocs {n}", ceil_tool,
+             lambda ld, tag: row_tool(meta, n, "parquet", ld, tag, driver=alt)),
+            ("ctx", f"--alt-tool {args.alt_tool}, plain text, --nprocs {n}", ceil_tool,
+             lambda ld, tag: row_tool(meta, n, "text", ld, tag, driver=alt)),
+        ]
+    if fast:
+        rows.append(("cnT", f"this tool, --tokenizer-backend tiktoken, parquet, --nprocs {n}", "t2",
+                     lambda ld, tag: row_tool(meta, n, "parquet", ld, tag, extra=("--tokenizer-backend", "tiktoken"))))
+    if shipped == n:
+        rows = [r for r in rows if r[0] != "bn"]
+    if args.only:
+        keep = set(args.only.split(","))
+        rows = [r for r in rows if r[0] in keep or show_key(r[0], n) in keep]
+    return rows
+
+
+def show_key(k, n):
+    return {"a2": f"a{n}", "a2r": f"a{n}r", "bn": f"b{n}", "cn": f"c{n}", "cnT": f"c{n}T", "cnx": f"c{n}x"}.get(k, k)
 
 
 def run_main(args, cmdline):
     meta = make_input(args.size_mb, args.source, with_text=True)
     warm_page_cache(meta["parquet_paths"] + [meta["text_path"]])
-    n = args.nprocs
-    shipped = max(1, (os.cpu_count() or 1) // 2)
-    rows = [
-        ("a1", "ceiling: 1 process, texts in memory, no IPC"),
-        ("a2", f"ceiling: {n} independent processes, 1/{n} of the texts each"),
-        ("b", f"build-nanogpt fineweb.py as shipped: Pool(cpu_count//2 = {shipped}), datasets read"),
-        ("bn", f"build-nanogpt fineweb.py with Pool({n})"),
-        ("c1", "this tool, parquet, --nprocs 1"),
-        ("cn", f"this tool, parquet, --nprocs {n}"),
-        ("ct", f"this tool, plain text, --nprocs {n}"),
-    ]
-    if shipped == n:
-        rows = [r for r in rows if r[0] != "bn"]
-    if args.only:
-        rows = [r for r in rows if r[0] in args.only.split(",")]
-    run_fn = {
-        "a1": lambda ld, tag: row_ceiling(meta, 1, ld, tag),
-        "a2": lambda ld, tag: row_ceiling(meta, n, ld, tag),
-        "b": lambda ld, tag: row_nanogpt(meta, None, ld, tag),
-        "bn": lambda ld, tag: row_nanogpt(meta, n, ld, tag),
-        "c1": lambda ld, tag: row_tool(meta, 1, "parquet", ld, tag),
-        "cn": lambda ld, tag: row_tool(meta, n, "parquet", ld, tag),
-        "ct": lambda ld, tag: row_tool(meta, n, "text", ld, tag),
-    }
+    specs = define_rows(args, meta)
+    rows = [(k, label) for k, label, _, _ in specs]
+    run_fn = {k: fn for k, _, _, fn in specs}
+    args.ceiling_of = {k: c for k, _, c, _ in specs}
     logdir = os.path.join(OUT, "logs")
     os.makedirs(logdir, exist_ok=True)
     results = {k: [] for k, _ in rows}
@@ -533,7 +621,8 @@ def run_main(args, cmdline):
             t = time.time()
             res = run_fn[key](logdir, tag)
             res["rate"] = res["tokens"] / res["wall"]
-            res["kind"] = "text" if key == "ct" else "parquet"
+            res["kind"] = "text" if key in ("ct", "ctx") else "parquet"
+            res["key"] = key
             if not args.keep_outputs and key[0] in "bc":
                 shutil.rmtree(os.path.join(OUT, "runs", tag), ignore_errors=True)
             res.pop("stdout", None)
@@ -564,65 +653,91 @@ def run_scale(args, cmdline):
     n = args.nprocs
     logdir = os.path.join(OUT, "logs")
     os.makedirs(logdir, exist_ok=True)
-    results = {s: [] for s in sizes}
+    tools = [("this tool", ROOT)] + ([("alt", os.path.abspath(args.alt_tool))] if args.alt_tool else [])
+    results = {(t, s): [] for t, _ in tools for s in sizes}
     for r in range(args.repeat):
         for s in sizes:
-            meta = metas[s]
-            tag = f"scale_{s:g}MB_r{r}"
-            wait_for_quiet(args.settle)
-            out_dir = os.path.join(OUT, "runs", tag)
-            shutil.rmtree(out_dir, ignore_errors=True)
-            prog = os.path.join(logdir, f"{tag}.progress")
-            cmd = tool_command(meta["parquet_paths"], out_dir, n, driver=os.path.join(HERE, "tool_progress.py"))
-            res = run_command(cmd, logdir, tag, child_env({"BENCH_PROGRESS_FILE": prog}))
-            with open(os.path.join(out_dir, "manifest.json")) as f:
-                man = json.load(f)
-            res["tokens"] = sum(x["tokens"] for x in man["shards"])
-            res["shards"] = len(man["shards"])
-            res["rate"] = res["tokens"] / res["wall"]
-            res["progress"] = [tuple(map(float, line.split())) for line in open(prog) if line.strip()]
-            res["t_start"] = res["timeline"][0][0] if res["timeline"] else None
-            if not args.keep_outputs:
+            for t, root in tools:
+                meta = metas[s]
+                tag = f"scale_{'alt_' if t == 'alt' else ''}{s:g}MB_r{r}"
+                wait_for_quiet(args.settle)
+                out_dir = os.path.join(OUT, "runs", tag)
                 shutil.rmtree(out_dir, ignore_errors=True)
-            res.pop("stdout", None)
-            results[s].append(res)
-            print(f"bench: scale repeat {r + 1}/{args.repeat} {s:g} MB: {res['rate'] / 1e6:.2f} Mtok/s, wall "
-                  f"{res['wall']:.1f}s, peak RSS {res['peak_rss'] / MiB:.0f} MiB", file=sys.stderr, flush=True)
+                prog = os.path.join(logdir, f"{tag}.progress")
+                cmd = tool_command(meta["parquet_paths"], out_dir, n, driver=os.path.join(HERE, "tool_progress.py"))
+                res = run_command(cmd, logdir, tag, child_env({"BENCH_PROGRESS_FILE": prog, "BENCH_TOOL_ROOT": root}))
+                with open(os.path.join(out_dir, "manifest.json")) as f:
+                    man = json.load(f)
+                res["tokens"] = sum(x["tokens"] for x in man["shards"])
+                res["shards"] = len(man["shards"])
+                res["rate"] = res["tokens"] / res["wall"]
+                res["progress"] = [tuple(map(float, line.split())) for line in open(prog) if line.strip()]
+                if not args.keep_outputs:
+                    shutil.rmtree(out_dir, ignore_errors=True)
+                res.pop("stdout", None)
+                results[(t, s)].append(res)
+                print(f"bench: scale repeat {r + 1}/{args.repeat} {t} {s:g} MB: {res['rate'] / 1e6:.2f} Mtok/s, wall "
+                      f"{res['wall']:.1f}s, peak RSS {res['peak_rss'] / MiB:.0f} MiB, other load "
+                      f"{fmt(res.get('other_load'))}", file=sys.stderr, flush=True)
 
-    # linear fit of wall time against tokens, on the medians
-    xs = np.array([results[s][0]["tokens"] for s in sizes], dtype=float)
-    ys = np.array([med([r["wall"] for r in results[s]]) for s in sizes])
-    slope, icpt = np.polyfit(xs, ys, 1) if len(sizes) > 1 else (ys[0] / xs[0], 0.0)
-    lines = [f"`{cmdline}`", "", f"{machine_line()}.", "",
+    lines = [f"`{cmdline}`", "", f"{machine_line()}.", "", code_line(args.code_start, code_state()) + ".", "",
              f"This tool end to end (`fineweb.py --input <parquet> --nprocs {n} --format npy`, progress bar replaced by "
-             f"a recorder), {args.repeat} repeat(s), medians. Fit: wall = {icpt:.2f} s + {slope * 1e8:.2f} s per 100M tokens.",
-             "", "| input MB of text | docs | tokens | shards | wall s median | Mtok/s | s per 100M tokens | "
-             "fit residual | peak RSS MiB, tree (largest process) | peak PSS MiB, tree | other load (cores) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for s, x, y in zip(sizes, xs, ys):
-        rs = results[s]
-        pred = icpt + slope * x
-        lines.append(
-            f"| {s:g} | {metas[s]['docs']:,} | {x / 1e6:.1f}M | {rs[0]['shards']} | {y:.1f} | "
-            f"{med([r['rate'] for r in rs]) / 1e6:.2f} | {y / x * 1e8:.1f} | {(y - pred) / pred * 100:+.1f}% | "
-            f"{med([r['peak_rss'] for r in rs]) / MiB:.0f} ({med([max(r['peak_main_rss'], r['peak_child_rss']) for r in rs]) / MiB:.0f}) | "
-            f"{med([r['peak_pss'] for r in rs]) / MiB:.0f} | {fmt(med([r.get('other_load') for r in rs]))} |")
-    peaks = [med([r["peak_rss"] for r in results[s]]) for s in sizes]
-    lines += ["", f"Peak RSS largest/smallest input: {max(peaks) / min(peaks):.2f}x for {xs.max() / xs.min():.0f}x the tokens."]
+             f"a recorder), {args.repeat} repeat(s), medians. The fit (least squares on the medians) splits wall time "
+             "into a fixed start/stop cost and a marginal cost per token; 'steady' is the rate between 10% and 90% of "
+             "the tokens (from the recorder).", ""]
+    fits = {}
+    for t, root in tools:
+        xs = np.array([results[(t, s)][0]["tokens"] for s in sizes], dtype=float)
+        ys = np.array([med([r["wall"] for r in results[(t, s)]]) for s in sizes])
+        slope, icpt = np.polyfit(xs, ys, 1) if len(sizes) > 1 else (ys[0] / xs[0], 0.0)
+        fits[t] = (xs, ys, slope, icpt)
+        lines.append(f"- {t}{' (' + root + ')' if t == 'alt' else ''}: wall = {icpt:.2f} s + {slope * 1e8:.2f} s per "
+                     f"100M tokens (marginal rate {1 / slope / 1e6:.1f} Mtok/s).")
+    lines += ["", "| tool | input MB of text | docs | tokens | shards | wall s median | Mtok/s | steady Mtok/s | "
+              "s per 100M tokens | fit residual | peak RSS MiB, tree (largest process) | peak PSS MiB, tree | "
+              "other load (cores) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for t, _ in tools:
+        xs, ys, slope, icpt = fits[t]
+        for s, x, y in zip(sizes, xs, ys):
+            rs = results[(t, s)]
+            pred = icpt + slope * x
+            lines.append(
+                f"| {t} | {s:g} | {metas[s]['docs']:,} | {x / 1e6:.1f}M | {rs[0]['shards']} | {y:.1f} | "
+                f"{med([r['rate'] for r in rs]) / 1e6:.2f} | {fmt(med([steady_rate(r) / 1e6 for r in rs if steady_rate(r)]), '.1f')} | "
+                f"{y / x * 1e8:.1f} | {(y - pred) / pred * 100:+.1f}% | "
+                f"{med([r['peak_rss'] for r in rs]) / MiB:.0f} "
+                f"({med([max(r['peak_main_rss'], r['peak_child_rss']) for r in rs]) / MiB:.0f}) | "
+                f"{med([r['peak_pss'] for r in rs]) / MiB:.0f} | {fmt(med([r.get('other_load') for r in rs]))} |")
+        peaks = [med([r["peak_rss"] for r in results[(t, s)]]) for s in sizes]
+        notes.append(f"{t}: peak RSS largest/smallest input {max(peaks) / min(peaks):.2f}x for "
+                     f"{xs.max() / xs.min():.0f}x the tokens.")
+    lines += [""] + notes + ["(A tool with a shard-sized buffer grows until its first shard is full: "
+                             "up to 2 bytes x --shard-size, 191 MiB for 100M uint16 tokens; then it stays flat.)"]
     table = "\n".join(lines)
     os.makedirs(OUT, exist_ok=True)
     png = os.path.join(OUT, "scale.png")
-    plot_scale(sizes, results, xs, ys, slope, icpt, png)
+    plot_scale(sizes, tools, results, fits, png)
     with open(os.path.join(OUT, "scale.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(OUT, "scale.json"), "w") as f:
-        json.dump({"cmdline": cmdline, "results": {str(s): [{k: v for k, v in r.items() if k not in ("timeline", "progress")}
-                                                            for r in rs] for s, rs in results.items()}}, f, indent=1)
+        json.dump({"cmdline": cmdline, "results": {f"{t} {s:g}": [{k: v for k, v in r.items() if k not in ("timeline", "progress")}
+                                                                 for r in rs] for (t, s), rs in results.items()}}, f, indent=1)
     print(table)
     print(f"\n(plot: {png}; table: {OUT}/scale.md)", file=sys.stderr)
 
 
-def plot_scale(sizes, results, xs, ys, slope, icpt, png):
+def steady_rate(r):
+    pr = r.get("progress") or []
+    if len(pr) < 3 or not pr[-1][1]:
+        return None
+    total = pr[-1][1]
+    a = next(t for t, k in pr if k >= 0.1 * total)
+    b = next(t for t, k in pr if k >= 0.9 * total)
+    return 0.8 * total / (b - a) if b > a else None
+
+
+def plot_scale(sizes, tools, results, fits, png):
     try:
         import matplotlib
 
@@ -632,29 +747,34 @@ def plot_scale(sizes, results, xs, ys, slope, icpt, png):
         print("bench: matplotlib is not installed (pip install matplotlib): no plot", file=sys.stderr)
         return
     fig, ax = plt.subplots(1, 3, figsize=(17, 4.8))
-    for s in sizes:
-        rs = results[s]
-        r = sorted(rs, key=lambda r: r["wall"])[len(rs) // 2]  # the median run
-        t0 = r["timeline"][0][0] if r["timeline"] else r["progress"][0][0]
-        pr = np.array(r["progress"]) if r["progress"] else np.zeros((0, 2))
-        if len(pr) > 1:
-            # tokens/s in 1-second bins
-            edges = np.arange(0, pr[-1, 0] - t0 + 1.0, 1.0)
-            cum = np.interp(edges + t0, pr[:, 0], pr[:, 1], left=0)
-            ax[0].plot(edges[1:], np.diff(cum) / 1e6, label=f"{s:g} MB", lw=1)
-        tl = np.array([(t - t0, rss) for t, rss, _, _ in r["timeline"]])
-        if len(tl):
-            ax[1].plot(tl[:, 0], tl[:, 1] / MiB, label=f"{s:g} MB", lw=1)
-    ax[0].set(title="tokens/s over the run (1 s bins)", xlabel="seconds since start", ylabel="M tokens/s")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ti, (t, _) in enumerate(tools):
+        ls = "-" if ti == 0 else "--"
+        for si, s in enumerate(sizes):
+            rs = results[(t, s)]
+            r = sorted(rs, key=lambda r: r["wall"])[len(rs) // 2]  # the median run
+            t0 = r["timeline"][0][0] if r["timeline"] else r["progress"][0][0]
+            pr = np.array(r["progress"]) if r["progress"] else np.zeros((0, 2))
+            label = f"{t}, {s:g} MB"
+            if len(pr) > 1:
+                edges = np.arange(0, pr[-1, 0] - t0 + 0.5, 0.5)  # tokens/s in 0.5-second bins
+                cum = np.interp(edges + t0, pr[:, 0], pr[:, 1], left=0)
+                ax[0].plot(edges[1:], np.diff(cum) / 0.5 / 1e6, ls, color=colors[si % len(colors)], label=label, lw=1)
+            tl = np.array([(tt - t0, rss) for tt, rss, _, _ in r["timeline"]])
+            if len(tl):
+                ax[1].plot(tl[:, 0], tl[:, 1] / MiB, ls, color=colors[si % len(colors)], label=label, lw=1)
+        xs, ys, slope, icpt = fits[t]
+        ax[2].plot(xs / 1e6, ys, "o" if ti == 0 else "s", color=colors[ti], label=f"{t}: median wall")
+        xx = np.linspace(0, xs.max(), 50)
+        ax[2].plot(xx / 1e6, icpt + slope * xx, ls, color=colors[ti], lw=1,
+                   label=f"{t}: {icpt:.1f} s + {slope * 1e8:.1f} s/100M tok")
+    ax[0].set(title="tokens/s over the run (0.5 s bins)", xlabel="seconds since start", ylabel="M tokens/s")
     ax[1].set(title="RSS of the process tree (sum)", xlabel="seconds since start", ylabel="MiB")
     ax[1].axhline(1024, color="r", ls=":", lw=1, label="1 GiB")
-    ax[2].plot(xs / 1e6, ys, "o", label="median wall")
-    xx = np.linspace(0, xs.max(), 50)
-    ax[2].plot(xx / 1e6, icpt + slope * xx, "-", lw=1, label=f"fit {slope * 1e8:.1f} s/100M tok + {icpt:.1f} s")
     ax[2].set(title="wall time vs tokens", xlabel="M tokens", ylabel="seconds")
     for a in ax:
         a.grid(alpha=0.3)
-        a.legend(fontsize=8)
+        a.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 
@@ -685,6 +805,8 @@ def main(argv=None):
     p.add_argument("--only", default=None, help="comma-separated rows to run (a1,a2,b,bn,c1,cn,ct)")
     p.add_argument("--settle", type=float, default=60,
                    help="before each run wait up to this many seconds for the machine to be idle (default 60)")
+    p.add_argument("--alt-tool", default=None, metavar="DIR",
+                   help="also run another checkout's fineweb.py (rows c1x, c2x, ctx; with --scale: every size), side by side")
     p.add_argument("--keep-outputs", action="store_true", help="keep the shards written in bench/out/runs/")
     args = p.parse_args(argv)
     cmdline = "python bench/bench.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
@@ -694,6 +816,7 @@ def main(argv=None):
     args.repeat = args.repeat or 3
     args.nprocs = args.nprocs or min(2, usable_cpus())
     preflight()
+    args.code_start = code_state()
     _become_subreaper()
     if args.scale:
         run_scale(args, cmdline)

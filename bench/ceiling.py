@@ -5,14 +5,19 @@ documents) of the `text` column of the given parquet files into a list of str, p
 waits for a line on stdin, tokenizes, and prints one JSON line. bench.py times from "go" to the
 last process's exit, so reading and interpreter start-up are not in the ceiling.
 
-Per document it does what the tool's workers do at best: [eot] + enc.encode_to_numpy(text)
-(falling back to encode_ordinary on a lone surrogate, like tokshards/tokenizer.py), copied into a
-1M-token uint16 buffer that is hashed (sha256) whenever it fills, standing in for the shard write.
+--backend tiktoken: per document [eot] + enc.encode_to_numpy(text) (falling back to
+encode_ordinary on a lone surrogate, like tokshards/tokenizer.py), the fastest tiktoken path.
+--backend fast: the tool's fast GPT-2 path (tokshards/fastgpt2.py: fastokens encode_batch_flat on
+batches of --batch documents, end-of-text inserted, uint16). Its library threads follow
+RAYON_NUM_THREADS, which bench.py sets to 1 for the one-core rows.
+Either way the tokens are copied into a 1M-token uint16 buffer that is hashed (sha256) whenever it
+fills, standing in for the shard write.
 """
 import argparse
 import hashlib
 import json
 import resource
+import os
 import sys
 import time
 
@@ -20,36 +25,77 @@ import numpy as np
 import pyarrow.parquet as pq
 import tiktoken
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def load_texts(files, part, nparts, column="text"):
+    texts = []
+    for chunk in iter_texts(files, part, nparts, column):
+        texts += chunk
+    return texts
+
+
+def iter_texts(files, part, nparts, column="text", batch=1024):
+    """Lists of str, batch by batch, for part K of N (contiguous documents) of the files."""
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     lo, hi = total * part // nparts, total * (part + 1) // nparts
-    texts, row = [], 0
+    row = 0
     for f in files:
         pf = pq.ParquetFile(f)
         n = pf.metadata.num_rows
         if row + n <= lo or row >= hi:
             row += n
             continue
-        for b in pf.iter_batches(batch_size=1024, columns=[column]):
+        for b in pf.iter_batches(batch_size=batch, columns=[column]):
             col = b.column(0)
             a, z = max(lo - row, 0), min(hi - row, len(col))
             if a < z:
-                texts += [t or "" for t in col.slice(a, z - a).to_pylist()]
+                yield [t or "" for t in col.slice(a, z - a).to_pylist()]
             row += len(col)
-    return texts
 
 
-def tokenize(texts, enc, eot, cap=1 << 20):
-    h = hashlib.sha256()
-    buf = np.empty(cap, dtype=np.uint16)
-    n = total = 0
+def text_bytes_of(files, part, nparts, column="text"):
+    """UTF-8 bytes of this part's texts, from the Arrow column (no str objects)."""
+    import pyarrow.compute as pc
+
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    lo, hi = total * part // nparts, total * (part + 1) // nparts
+    row = nbytes = 0
+    for f in files:
+        for b in pq.ParquetFile(f).iter_batches(batch_size=4096, columns=[column]):
+            a, z = max(lo - row, 0), min(hi - row, len(b))
+            if a < z:
+                nbytes += pc.sum(pc.binary_length(b.column(0).slice(a, z - a))).as_py() or 0
+            row += len(b)
+    return nbytes
+
+
+def pieces_tiktoken(texts, enc, eot):
+    e = np.array([eot], dtype=np.uint32)
     for t in texts:
         try:
             a = enc.encode_to_numpy(t, disallowed_special=())
         except UnicodeEncodeError:
             a = np.asarray(enc.encode_ordinary(t), dtype=np.uint32)
-        k = len(a) + 1
+        yield e
+        yield a
+
+
+def pieces_fast(texts, fast, eot, enc, batch):
+    u16 = np.dtype("<u2")
+    for i in range(0, len(texts), batch):
+        out = fast.encode_batch(texts[i : i + batch], False, eot, u16)
+        if out is None:  # lone surrogates: tiktoken, as the tool does
+            out = np.concatenate(list(pieces_tiktoken(texts[i : i + batch], enc, eot))).astype(u16)
+        yield out
+
+
+def tokenize(pieces, cap=1 << 20):
+    h = hashlib.sha256()
+    buf = np.empty(cap, dtype=np.uint16)
+    n = total = 0
+    for a in pieces:
+        k = len(a)
         if n + k > cap:
             h.update(memoryview(buf[:n]).cast("B"))
             total += n
@@ -57,8 +103,7 @@ def tokenize(texts, enc, eot, cap=1 << 20):
             if k > cap:
                 cap = k
                 buf = np.empty(cap, dtype=np.uint16)
-        buf[n] = eot
-        buf[n + 1 : n + k] = a
+        buf[n : n + k] = a
         n += k
     h.update(memoryview(buf[:n]).cast("B"))
     return total + n, h.hexdigest()
@@ -69,18 +114,49 @@ def main():
     p.add_argument("--files", nargs="+", required=True)
     p.add_argument("--part", type=int, default=0)
     p.add_argument("--of", type=int, default=1)
+    p.add_argument("--backend", choices=["tiktoken", "fast"], default="tiktoken")
+    p.add_argument("--batch", type=int, default=256, help="fast: documents per encode_batch_flat call")
+    p.add_argument("--include-read", action="store_true",
+                   help="time the parquet read (pyarrow, text column -> str) too, not only tokenizing")
     args = p.parse_args()
     enc = tiktoken.get_encoding("gpt2")
-    texts = load_texts(args.files, args.part, args.of)
-    text_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    enc.encode_to_numpy("warm up", disallowed_special=())
+    fast = None
+    if args.backend == "fast":
+        sys.path.insert(0, ROOT)
+        from tokshards import fastgpt2
+
+        fast = fastgpt2.load("gpt2", enc)
+    eot = enc.eot_token
+    if fast is not None:  # first call: the library sets itself up (not part of the rate)
+        fast.encode_batch(["warm up"], False, eot, np.dtype("<u2"))
+
+    def pieces_of(texts):
+        if fast is None:
+            return pieces_tiktoken(texts, enc, eot)
+        return pieces_fast(texts, fast, eot, enc, args.batch)
+
+    if args.include_read:
+        # streaming: read 1024 rows -> str -> tokens, nothing kept (bytes are counted after timing)
+        ndocs = [0]
+
+        def pieces_streamed():
+            for chunk in iter_texts(args.files, args.part, args.of):
+                ndocs[0] += len(chunk)
+                yield from pieces_of(chunk)
+
+        pieces = pieces_streamed()
+    else:
+        texts = load_texts(args.files, args.part, args.of)
+        pieces = pieces_of(texts)
+    text_bytes = text_bytes_of(args.files, args.part, args.of)
     print("ready", flush=True)
     sys.stdin.readline()
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    ntok, digest = tokenize(texts, enc, enc.eot_token)
+    ntok, digest = tokenize(pieces)
     t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    print(json.dumps({"tokens": ntok, "docs": len(texts), "text_bytes": text_bytes, "seconds": t1 - t0,
+    docs = ndocs[0] if args.include_read else len(texts)
+    print(json.dumps({"tokens": ntok, "docs": docs, "text_bytes": text_bytes, "seconds": t1 - t0,
                       "cpu_s": cpu, "sha256": digest}), flush=True)
 
 

@@ -81,6 +81,7 @@ def main():
     ap.add_argument("--nprocs", type=int, default=2)
     ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--input-kind", choices=["parquet", "text"], default="parquet")
+    ap.add_argument("--alt-tool", default=None, metavar="DIR", help="profile DIR/fineweb.py instead (a patched checkout)")
     args = ap.parse_args()
     if not shutil.which("py-spy"):
         sys.exit("profile_tool: needs py-spy (pip install py-spy)")
@@ -94,7 +95,8 @@ def main():
     for f in os.listdir(bench.OUT):
         if f.startswith("profile_") and f.endswith(".raw"):
             os.unlink(os.path.join(bench.OUT, f))
-    cmd = bench.tool_command(inputs, out, args.nprocs) + ["--quiet"]
+    driver = os.path.join(os.path.abspath(args.alt_tool), "fineweb.py") if args.alt_tool else None
+    cmd = bench.tool_command(inputs, out, args.nprocs, driver=driver) + ["--quiet"]
     t0 = time.time()
     tool = subprocess.Popen(cmd, cwd=bench.ROOT)
     spies, roles, cpu, threads = {}, {}, {}, collections.defaultdict(dict)
@@ -135,7 +137,8 @@ def main():
     man = __import__("json").load(open(os.path.join(out, "manifest.json")))
     tokens = sum(s["tokens"] for s in man["shards"])
     lines = [f"`python bench/profile_tool.py --size-mb {args.size_mb:g} --nprocs {args.nprocs}"
-             f"{' --input-kind text' if args.input_kind == 'text' else ''}`", "",
+             f"{' --input-kind text' if args.input_kind == 'text' else ''}"
+             f"{' --alt-tool ' + args.alt_tool if args.alt_tool else ''}`", "",
              f"Command: `{' '.join(os.path.relpath(c, bench.ROOT) if c.startswith(bench.ROOT) else c for c in cmd)}`"
              f" (under py-spy, {args.rate} Hz: a few % slower than unprofiled)", "",
              f"{tokens / 1e6:.1f}M tokens in {wall:.1f} s = {tokens / wall / 1e6:.2f} Mtok/s.", "",
@@ -159,7 +162,7 @@ def main():
             b = it[i] if i < len(it) else ("", 0)
             lines.append(f"| {a[0]} | {a[1] / total:.1%} | | {b[0]} | {b[1] / total:.1%} |")
     text = "\n".join(lines)
-    path = os.path.join(bench.OUT, f"profile_{args.size_mb:g}MB.md")
+    path = os.path.join(bench.OUT, f"profile_{args.size_mb:g}MB{'_alt' if args.alt_tool else ''}.md")
     open(path, "w").write(text + "\n")
     print(text)
     print(f"\n(written to {path}; raw stacks: {bench.OUT}/profile_*.raw)", file=sys.stderr)

@@ -8,7 +8,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# the checkout to run: this one, or $BENCH_TOOL_ROOT (bench.py --scale --alt-tool DIR)
+sys.path.insert(0, os.environ.get("BENCH_TOOL_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tokshards import cli  # noqa: E402
 
