@@ -14,6 +14,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from hub import FINEWEB_EDU, SERVER, hub_env, start_hub  # noqa: E402
+from conftest import needs_data  # noqa: E402
+
+pytestmark = needs_data  # serves the real documents of ../shared/data
 
 REPO = "HuggingFaceFW/fineweb-edu"
 REPOS = {REPO: FINEWEB_EDU, "someone/fineweb-copy": FINEWEB_EDU}
