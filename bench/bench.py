@@ -627,6 +627,9 @@ def run_main(args, cmdline):
                 shutil.rmtree(os.path.join(OUT, "runs", tag), ignore_errors=True)
             res.pop("stdout", None)
             results[key].append(res)
+            with open(os.path.join(OUT, f"bench_{args.size_mb:g}MB.partial.json"), "w") as f:  # survives a kill
+                json.dump({k: [{kk: vv for kk, vv in x.items() if kk != "timeline"} for x in v]
+                           for k, v in results.items()}, f)
             print(f"bench: repeat {r + 1}/{args.repeat} {key:3s} {res['rate'] / 1e6:6.2f} Mtok/s  wall {res['wall']:6.1f}s  "
                   f"peak RSS {res['peak_rss'] / MiB:6.0f} MiB  other load {fmt(res.get('other_load'))}  "
                   f"({time.time() - t:.0f}s)", file=sys.stderr, flush=True)
