@@ -50,7 +50,8 @@ class ParquetTask:
     def read(self):
         pf = pq.ParquetFile(self.path)
         cols = [self.text_column] + (["token_count"] if self.with_counts else [])
-        table = pf.read_row_group(self.row_group, columns=cols).slice(self.skip)
+        # one worker per core: pyarrow's own thread pool only competes with the other workers
+        table = pf.read_row_group(self.row_group, columns=cols, use_threads=False).slice(self.skip)
         texts = [t if t is not None else "" for t in table.column(0).to_pylist()]  # null text: empty document
         return texts, (table.column(1).to_pylist() if self.with_counts else None)
 
