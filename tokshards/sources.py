@@ -155,19 +155,19 @@ class LocalSource:
         self.files = files
         self.text_column = text_column
         self.doc_separator = doc_separator
-        self.has_token_count = False
+        columns, checked_jsonl = {}, False
         for f in files:  # fail at once, not hours in, on a bad column
             if (_kind(f) or "text") == "parquet":
-                names = self._parquet_columns(f)
+                names = columns[f] = self._parquet_columns(f)
                 if text_column not in names:
                     raise UserError(
                         f"{f}: no column {text_column!r} (columns: {', '.join(names)}); pick one with --text-column"
                     )
-            elif _kind(f) == "jsonl" and f == next(x for x in files if _kind(x) == "jsonl"):
+            elif _kind(f) == "jsonl" and not checked_jsonl:
                 next(self._jsonl(f, 0), None)  # the first line shows a wrong --text-column now
-        self.has_token_count = bool(files) and all(
-            _kind(f) == "parquet" and "token_count" in self._parquet_columns(f) for f in files
-        )
+                checked_jsonl = True
+        # the source's token_count is kept only when every file has it (all parquet)
+        self.has_token_count = bool(files) and all(f in columns and "token_count" in columns[f] for f in files)
 
     @staticmethod
     def _parquet_columns(path):
