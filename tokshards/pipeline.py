@@ -79,7 +79,7 @@ def tokenize_in_order(batches, tok, nprocs, window=None):
     window = window or 2 * nprocs + 2
     # forkserver: workers start clean, without the parent's threads (datasets' event loop).
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-    ex = ProcessPoolExecutor(nprocs, mp_context=ctx, initializer=init_worker, initargs=(tok.spec, tok.eot_spec, tok.backend_spec, tok.check_every))
+    ex = ProcessPoolExecutor(nprocs, mp_context=ctx, initializer=init_worker, initargs=tok.worker_args())
     pending = deque()
     try:
         for b in batches:

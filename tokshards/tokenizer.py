@@ -49,6 +49,10 @@ class Tokenizer:
         self.dtype = np.dtype("<u2") if self.n_vocab <= 2**16 else np.dtype("<u4")
         self._eot = np.array([self.eot], dtype=np.uint32)
 
+    def worker_args(self):
+        """init_worker's arguments, for a process pool that encodes for this process."""
+        return (self.spec, self.eot_spec, self.backend_spec, self.check_every)
+
     def _init_tiktoken(self, name, eot_token):
         import tiktoken
 
