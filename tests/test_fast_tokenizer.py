@@ -1,5 +1,7 @@
 """The fast GPT-2 backend (fastokens) must give tiktoken's ids, id for id, always."""
 import json
+import pickle
+import signal
 import sys
 
 import numpy as np
@@ -8,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import PARQUETS, needs_data, real_texts
-from tokshards import fastgpt2
+from tokshards import fastgpt2, tokenizer
 from tokshards.cli import main
-from tokshards.tokenizer import Tokenizer
+from tokshards.tokenizer import MismatchError, Tokenizer
 
 pytest.importorskip("fastokens")
 FAST = Tokenizer("gpt2", backend="fast", check_every=0)
@@ -84,30 +86,118 @@ def test_manifest_records_backend_and_bytes_do_not_change(tmp_path):
 
 @needs_data
 def test_a_mismatch_stops_the_run_before_writing(tmp_path, monkeypatch, capsys):
-    real = fastgpt2.FastGPT2.encode_batch
+    real = fastgpt2.FastGPT2.encode_batch_spans
 
     def corrupt(self, texts, first_continues, eot, dtype):
-        out = real(self, texts, first_continues, eot, dtype)
+        out, spans = real(self, texts, first_continues, eot, dtype)
         if len(texts) > 1 or "Hello" in texts[0]:  # real batches, and one start-up self-check string
             out[len(out) // 2] ^= 1
-        return out
+        return out, spans
 
-    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch", corrupt)
+    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch_spans", corrupt)
     code, out = run(tmp_path, "bad0", "--tokenizer-backend", "fast")
     assert code == 1 and "failed the start-up self-check on 'Hello world'" in capsys.readouterr().err
 
-    def corrupt_later(self, texts, first_continues, eot, dtype):
-        out = real(self, texts, first_continues, eot, dtype)
-        if len(texts) > 1:  # passes the start-up check, then goes wrong on real data
-            out[len(out) // 2] ^= 1
-        return out
+    bad = []
 
-    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch", corrupt_later)
+    def corrupt_later(self, texts, first_continues, eot, dtype):
+        out, spans = real(self, texts, first_continues, eot, dtype)
+        if len(texts) > 1:  # passes the start-up check, then goes wrong on real data: document 5 only
+            out[spans[5][0]] ^= 1
+            bad.append(texts[5])
+        return out, spans
+
+    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch_spans", corrupt_later)
     code, out = run(tmp_path, "bad", "--tokenizer-backend", "fast", "--check-every", "1")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
-    assert "disagrees with tiktoken on document" in err[0] and "--tokenizer-backend tiktoken" in err[0]
+    assert "disagrees with tiktoken on document 5 of a batch" in err[0] and repr(bad[0][:60]) in err[0]
+    assert "--tokenizer-backend tiktoken" in err[0]
     assert not list(out.glob("*.bin"))
+
+
+DOCS = [f"document {i}: some text, with words{'!' * i}" for i in range(10)]
+
+
+def corrupting(monkeypatch, bad):
+    """Make the fast backend wrong on the documents numbered in `bad` (counted over all its batches)."""
+    real, seen = fastgpt2.FastGPT2.encode_batch_spans, [0]
+
+    def corrupt(self, texts, first_continues, eot, dtype):
+        out, spans = real(self, texts, first_continues, eot, dtype)
+        for i in range(len(texts)):
+            if seen[0] + i in bad:
+                out[spans[i][1] - 1] ^= 1  # the document's last id
+        seen[0] += len(texts)
+        return out, spans
+
+    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch_spans", corrupt)
+
+
+@pytest.mark.parametrize("k", [0, 3, 9])
+def test_check_catches_the_one_wrong_document_and_names_it(monkeypatch, k):
+    tok = Tokenizer("gpt2", backend="fast", check_every=1)
+    corrupting(monkeypatch, {k})
+    with pytest.raises(MismatchError) as e:
+        tok.encode_batch(DOCS, first_continues=k > 0)  # k > 0: also with a continued document 0 (no eot)
+    assert f"on document {k} of a batch of 10, starting {DOCS[k]!r}" in str(e.value)
+
+
+def test_check_is_one_document_in_n_across_batches(monkeypatch):
+    def run_batches(check_every, bad):
+        tok = Tokenizer("gpt2", backend="fast", check_every=check_every)
+        corrupting(monkeypatch, bad)
+        try:
+            for i in range(0, 10, 3):  # batches of 3, 3, 3, 1 documents: 0-2, 3-5, 6-8, 9
+                tok.encode_batch(DOCS[i : i + 3])
+        except MismatchError as e:
+            return str(e)
+
+    # check_every=4: documents 0, 4 and 8 are re-encoded, in batches 1, 2 and 3; the others are not
+    assert "on document 1 of a batch of 3" in run_batches(4, {4})
+    assert "on document 2 of a batch of 3" in run_batches(4, {8})
+    assert run_batches(4, {1, 2, 3, 5, 6, 7, 9}) is None
+    assert "on document 0 of a batch of 1" in run_batches(1, {9})
+    assert run_batches(0, set(range(10))) is None  # 0 = off
+
+
+def test_check_passes_exact_output():
+    """No false alarm: empty documents, a continued first one, an eot id that occurs inside the text."""
+    texts = ["", "a!b!", "!", "", "<|endoftext|> stays text", "x" * 3000, ""]
+    for eot in (None, "!"):
+        tok = Tokenizer("gpt2", eot, backend="fast", check_every=1)
+        ref = Tokenizer("gpt2", eot, backend="tiktoken")
+        for first_continues in (False, True):
+            assert np.array_equal(tok.encode_batch(texts, first_continues), ref.encode_batch(texts, first_continues))
+        assert tok._fast_docs == 2 * len(texts)  # every document was checked
+
+
+def test_workers_get_the_parents_tiktoken_encoding(monkeypatch):
+    """init_worker(*tok.worker_args()) rebuilds the parent's encoding without reading the vocabulary again."""
+    import tiktoken
+
+    parent = Tokenizer("gpt2", backend="fast", check_every=1, encode=False)  # as pipeline.run with workers
+    args = pickle.loads(pickle.dumps(parent.worker_args()))  # what the pool sends
+
+    def no_get_encoding(name):
+        raise AssertionError("a worker called tiktoken.get_encoding")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", no_get_encoding)
+    monkeypatch.setenv("FASTOKENS_BPE_THREADS", "")  # init_worker sets these and SIGINT for its process:
+    monkeypatch.setenv("RAYON_NUM_THREADS", "")  # undo them for this one
+    monkeypatch.setattr(tokenizer, "_worker_tok", None)
+    monkeypatch.setattr(tokenizer, "_worker_error", None)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        tokenizer.init_worker(*args)
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert tokenizer._worker_error is None
+    texts = ["Hello world", "<|endoftext|> literal", "naïve café 漢字 🎉"]
+    ids, counts, backend = tokenizer.encode_in_worker(texts, False)
+    assert backend.startswith("fastokens ") and counts is None
+    assert np.array_equal(ids, SLOW.encode_batch(texts)) and ids.dtype == SLOW.dtype
+    assert tokenizer._worker_tok.eot == SLOW.eot and tokenizer._worker_tok.n_vocab == SLOW.n_vocab
 
 
 def test_missing_fastokens(tmp_path, monkeypatch, capsys):

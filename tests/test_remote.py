@@ -117,7 +117,7 @@ def test_exhausted_budget_exits_with_cause_then_resumes(hub, tmp_path, reference
     r = remote(hub, tmp_path, "--remote", "10BT", "--retries", "2")
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("fineweb.py: error: streaming failed 3 times") and "rerun the same command" in last
+    assert last.startswith("fineweb.py: error: streaming 002_00000.parquet failed 3 times") and "rerun the same command" in last
     hub.faults()
     r = remote(hub, tmp_path, "--remote", "10BT")
     assert r.returncode == 0, r.stderr

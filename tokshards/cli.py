@@ -15,7 +15,7 @@ DEFAULTS = {
     "dataset": "HuggingFaceFW/fineweb-edu", "remote": "sample-10BT", "input": None, "text_column": "text",
     "doc_separator": "\\n\\n", "local_dir": None, "prefix": None, "shard_size": "100M", "format": "bin",
     "tokenizer": "gpt2", "eot_token": None, "tokenizer_backend": "auto", "check_every": 1000, "nprocs": None, "max_tokens": None, "revision": None,
-    "retries": 20, "retry_time": 1800, "quiet": False, "overwrite": False, "disk_check": True,
+    "readers": None, "retries": 20, "retry_time": 1800, "quiet": False, "overwrite": False, "disk_check": True,
 }
 
 EXAMPLES = """examples:
@@ -83,11 +83,15 @@ def build_parser():
                     help="gpt2/r50k_base: auto uses fastokens when installed and self-checked (same ids, ~5-10x "
                     "faster), else tiktoken; fast requires it; tiktoken never uses it (default auto)")
     tk.add_argument("--check-every", type=int, default=S, metavar="N",
-                    help="fast backend: re-encode 1 batch in N with tiktoken, stop on any difference (default 1000; 0 = off)")
+                    help="fast backend: re-encode 1 document in N with tiktoken (documents 0, N, 2N, ... of each process), "
+                    "stop on any difference (default 1000; 0 = off)")
     tk.add_argument("--nprocs", type=int, default=S, metavar="N",
                     help="tokenizer processes (default: the cores this process may use; 0 = in-process)")
     run = p.add_argument_group("running")
     run.add_argument("--config", default=S, metavar="FILE", help="TOML preset (see config/); flags given here win")
+    run.add_argument("--readers", type=int, default=S, metavar="N",
+                     help="Hub: data files downloaded at once, documents still in dataset order "
+                     "(default: 1 per 4 cores, 1 to 8)")
     run.add_argument("--retries", type=int, default=S, metavar="N",
                      help="network: consecutive failed attempts before giving up (default 20)")
     run.add_argument("--retry-time", type=float, default=S, metavar="SECONDS",
@@ -137,7 +141,7 @@ def _pinned_revision(out_dir, opts):
 
 
 def make_job(opts, log):
-    from .hub import HubSource, naming
+    from .hub import HubSource, default_readers, naming
     from .pipeline import Job
     from .sources import LocalSource, expand_inputs
 
@@ -155,8 +159,9 @@ def make_job(opts, log):
     else:
         config_name, prefix, local_dir = naming(opts["dataset"], opts["remote"])
         revision = opts["revision"] or _pinned_revision(opts["local_dir"] or local_dir, opts)
+        readers = opts["readers"] or default_readers(opts["nprocs"])
         source = HubSource(opts["dataset"], config_name, revision, opts["text_column"],
-                           opts["retries"], opts["retry_time"], log)
+                           opts["retries"], opts["retry_time"], log, readers)
     max_tokens = parse_size(opts["max_tokens"]) if opts["max_tokens"] is not None else None
     return Job(
         source=source, out_dir=opts["local_dir"] or local_dir, prefix=opts["prefix"] or prefix,

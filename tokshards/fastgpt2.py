@@ -7,7 +7,7 @@ per core, when it is loaded from a GPT-2 tokenizer.json with NO added tokens (so
 (vocab.bpe and encoder.json, hash-checked by tiktoken's cache), so the vocabulary cannot drift.
 
 Never trusted blindly: a self-check against tiktoken at start; batches it cannot take (lone
-surrogates raise) go to tiktoken; the tokenizer samples batches at run time (Tokenizer._check).
+surrogates raise) go to tiktoken; the tokenizer re-encodes 1 document in N at run time (Tokenizer._check).
 """
 import json
 
@@ -57,15 +57,23 @@ class FastGPT2:
 
     def encode_batch(self, texts, first_continues, eot, dtype):
         """[eot] + ids per text as one array, or None if fastokens refuses the batch."""
+        got = self.encode_batch_spans(texts, first_continues, eot, dtype)
+        return None if got is None else got[0]
+
+    def encode_batch_spans(self, texts, first_continues, eot, dtype):
+        """(out, spans): out as encode_batch gives it (no eot before a continued first text),
+        spans[i] = (begin, end) of text i's ids in out; or None if fastokens refuses the batch."""
         try:
             ids, offsets = self.tok.encode_batch_flat(list(texts))
         except Exception:  # lone surrogates (UnicodeEncodeError): tiktoken repairs them, we defer to it
             return None
         ids = np.frombuffer(ids, dtype=np.uint32)
-        starts = np.frombuffer(offsets, dtype=np.uint64)[:-1].astype(np.intp)
-        if first_continues:
-            starts = starts[1:]
-        return np.insert(ids, starts, eot).astype(dtype, copy=False)
+        offsets = np.frombuffer(offsets, dtype=np.uint64).astype(np.intp)
+        starts = offsets[1:-1] if first_continues else offsets[:-1]
+        # text i is preceded by its own eot and those of the texts before it: i + 1 eots (i if continued)
+        shift = np.arange(len(texts), dtype=np.intp) + (0 if first_continues else 1)
+        spans = np.stack([offsets[:-1] + shift, offsets[1:] + shift], axis=1)
+        return np.insert(ids, starts, eot).astype(dtype, copy=False), spans
 
 
 def load(name, enc):

@@ -4,15 +4,19 @@
   HuggingFaceFW/fineweb-edu (or --dataset) and to the output directory build-nanogpt and
   llm.c use (edu_fineweb10B, fineweb100B, ...).
 - Reproducible: `main` is resolved to a commit sha once, and every (re)open reads that sha.
-- Resumable: a batch's position is `IterableDataset.state_dict()` taken before it.
+- Resumable: a batch's position is (file, `IterableDataset.state_dict()` of that file before it).
 - Survives the network: a transient failure the client libraries did not absorb re-opens the
   stream at the state after the last batch handed on, so no document is duplicated or lost.
 """
 import copy
 import os
+import queue
 import random
 import re
+import sys
+import threading
 import time
+from collections import deque
 
 from .errors import UserError
 from .sources import BATCH_DOCS, Batch
@@ -122,37 +126,26 @@ def _quiet_datasets_retries():
     datasets.config.STREAMING_OPEN_RETRY_INTERVAL = 1
 
 
-def _skip_finished_file(state):
-    """Don't let a resume re-download a file whose rows are all done.
-
-    datasets keeps the position as (state before the current Arrow chunk, rows used of that chunk).
-    When the chunk came from the next file, "before" points at the end of the previous file, and
-    load_state_dict would stream that whole file (GBs on the Hub) only to skip all of it. The chunk
-    then began at row 0 of the current file: say so, and the previous file is never touched.
-    """
-    state = copy.deepcopy(state)
-    node = state.get("examples_iterable", {})
-    while isinstance(node, dict):
-        cur, prev = node.get("examples_iterable"), node.get("previous_state")
-        if node.get("type") == "RebatchedArrowExamplesIterable" and isinstance(cur, dict) and isinstance(prev, dict):
-            if cur.get("type") == prev.get("type") == "ArrowExamplesIterable" and prev["shard_idx"] < cur["shard_idx"]:
-                node["previous_state"] = dict(prev, shard_idx=cur["shard_idx"], shard_example_idx=0)
-            return state
-        node = cur
-    return state
-
-
 class HubSource:
-    """A dataset on the Hub (or a local directory laid out like one). Position: {"state": state_dict}."""
+    """A dataset on the Hub (or a local directory laid out like one), read file by file.
 
-    def __init__(self, dataset, config, revision, text_column, retries=20, retry_seconds=1800, log=print):
-        self.dataset, self.config, self.text_column = dataset, config, text_column
+    Its data files are listed once (datasets' own config resolution, at the pinned sha); each is
+    then streamed with `datasets.load_dataset(<builder>, data_files=[file], streaming=True)`.
+    Reading file by file gives three things: a unit of work for other machines (cluster.py),
+    several files read at once while documents still come out in dataset order (`readers`), and a
+    resume position that never touches a finished file. Position: {"file": i, "state": state_dict}.
+    """
+
+    def __init__(self, dataset, config, revision, text_column, retries=20, retry_seconds=1800, log=print,
+                 readers=1):
+        self.dataset, self.config, self.text_column, self.readers = dataset, config, text_column, max(1, readers)
         self.local = os.path.isdir(dataset)
+        self.retries, self.retry_seconds, self.log = retries if not self.local else 0, retry_seconds, log
         self.sha = None
-        self.retrier = Retrier(retries if not self.local else 0, retry_seconds, log)
         _quiet_datasets_retries()
         self.sha = None if self.local else self._with_retries(lambda: self._resolve(revision), "revision lookup")
-        ds = self._with_retries(lambda: self._load(), "opening the dataset")
+        self.builder, self.files = self._with_retries(self._list_files, "listing the dataset's files")
+        ds = self._with_retries(lambda: self._open(0), "opening the dataset")
         names = list(ds.features) if ds.features else None
         if names is not None and text_column not in names:
             raise UserError(
@@ -161,17 +154,24 @@ class HubSource:
             )
         self.has_token_count = bool(names) and "token_count" in names
 
+    def __getstate__(self):  # sent to other processes (cluster.py): without the log function
+        return dict(self.__dict__, log=None)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.log = self.log or _log_stderr
+        _quiet_datasets_retries()
+
     def _with_retries(self, fn, what):
+        retrier = Retrier(self.retries, self.retry_seconds, self.log)
         while True:
             try:
-                result = fn()
-                self.retrier.reset()
-                return result
+                return fn()
             except Exception as e:
                 self._raise_if_user_error(e)
                 if not is_transient(e):
                     raise
-                self.retrier.wait(e, what)
+                retrier.wait(e, what)
 
     def _raise_if_user_error(self, e):
         errors = _hf_errors()
@@ -201,15 +201,25 @@ class HubSource:
 
         return HfApi().dataset_info(self.dataset, revision=revision or "main").sha
 
-    def _load(self, state=None):
+    def _list_files(self):
+        """(builder module, the train split's files in dataset order), as load_dataset resolves them."""
         import datasets
 
-        ds = datasets.load_dataset(self.dataset, name=self.config, split="train", streaming=True, revision=self.sha)
+        b = datasets.load_dataset_builder(self.dataset, name=self.config, revision=self.sha)
+        files = (b.config.data_files or {}).get("train")
+        if not files:
+            raise UserError(f"{self.dataset} ({self.config}) has no train split files")
+        return b.name, [str(f) for f in files]
+
+    def _open(self, i, state=None):
+        import datasets
+
+        ds = datasets.load_dataset(self.builder, data_files=[self.files[i]], split="train", streaming=True)
         if ds.features and self.text_column in ds.features:
             keep = [self.text_column] + (["token_count"] if "token_count" in ds.features else [])
             ds = ds.select_columns(keep)
         if state is not None:
-            ds.load_state_dict(_skip_finished_file(state))
+            ds.load_state_dict(copy.deepcopy(state))
         return ds
 
     def describe(self):
@@ -218,21 +228,106 @@ class HubSource:
     def input_bytes(self):
         return None
 
-    def batches(self, pos=None):
-        state = copy.deepcopy(pos["state"]) if pos else None
+    def file_batches(self, i, pos=None):
+        """The batches of file i, from position `pos` (one of its batches' start) on."""
+        state = pos["state"] if pos else None
+        retrier = Retrier(self.retries, self.retry_seconds, self.log)
         while True:
             try:
-                ds = self._load(state)
+                ds = self._open(i, state)
                 for b in ds.iter(batch_size=BATCH_DOCS):
                     texts = [t or "" for t in b[self.text_column]]
                     counts = b.get("token_count") if self.has_token_count else None
-                    yield Batch(texts, {"state": state}, False, counts)
+                    yield Batch(texts, {"file": i, "state": state}, False, counts)
                     # state_dict() is live: copy it, it is where the next batch starts
                     state = copy.deepcopy(ds.state_dict())
-                    self.retrier.reset()
+                    retrier.reset()
                 return
             except Exception as e:
                 self._raise_if_user_error(e)
                 if not is_transient(e):
                     raise
-                self.retrier.wait(e, "streaming")
+                retrier.wait(e, f"streaming {os.path.basename(self.files[i])}")
+
+    def batches(self, pos=None):
+        if pos is not None and "file" not in pos:
+            raise UserError("this output was started by an older fineweb.py (another resume position); "
+                            "rerun with --overwrite")
+        first = pos["file"] if pos else 0
+        streams = (self.file_batches(i, pos if i == first else None) for i in range(first, len(self.files)))
+        return read_ahead(streams, self.readers)
+
+
+def default_readers(nprocs=None):
+    """One download stream per 4 tokenizer processes: one stream feeds ~4 cores of tokenizing
+    (a fast core takes ~25 MB/s of text), and more streams cost memory (a row group each)."""
+    from .pipeline import usable_cpus
+
+    cpus = usable_cpus() if nprocs is None else nprocs
+    return max(1, min(8, cpus // 4))
+
+
+def _log_stderr(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+_DONE = object()
+
+
+def read_ahead(streams, readers, depth=4):
+    """Chain the iterators in `streams`, running up to `readers` of them at once in threads.
+
+    One stream per file: while the consumer takes file i's batches, files i+1 .. i+readers-1 are
+    already downloading, each into a queue of at most `depth` batches (bounded memory). Output
+    order is exactly the order of the streams, so the shards do not change with `readers`."""
+    if readers <= 1:
+        for s in streams:
+            yield from s
+        return
+    stop = threading.Event()
+    running = deque()
+
+    def pump(stream, q):
+        try:
+            for item in stream:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put(e)
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+
+    def start_next():
+        s = next(streams, None)
+        if s is not None:
+            q = queue.Queue(depth)
+            t = threading.Thread(target=pump, args=(s, q), daemon=True)
+            t.start()
+            running.append((t, q))
+
+    try:
+        for _ in range(readers):
+            start_next()
+        while running:
+            t, q = running[0]
+            item = q.get()
+            if item is _DONE:
+                running.popleft()
+                start_next()
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        stop.set()
+        for t, q in running:
+            t.join(timeout=30)  # a thread stuck in a network read is a daemon: it does not hold exit

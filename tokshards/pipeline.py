@@ -37,7 +37,7 @@ class Job:
     tokenizer: str = "gpt2"
     eot_token: str = None
     backend: str = "auto"  # tokenizer backend: auto | fast | tiktoken (same bytes either way)
-    check_every: int = 1000  # fast backend: re-encode 1 batch in N with tiktoken and compare
+    check_every: int = 1000  # fast backend: re-encode 1 document in N with tiktoken and compare
     shard_size: int = 100_000_000
     max_tokens: int = None
     nprocs: int = None

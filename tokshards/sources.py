@@ -183,21 +183,22 @@ class LocalSource:
         return sum(os.path.getsize(f) for f in self.files)
 
     def batches(self, pos=None):
-        pos = pos or {"file": 0, "offset": 0, "cont": False}
-        for i in range(pos["file"], len(self.files)):
-            first = i == pos["file"]
-            offset = pos["offset"] if first else 0
-            cont = pos["cont"] if first else False
-            path = self.files[i]
-            kind = _kind(path) or "text"
-            if kind == "parquet":
-                yield from self._parquet(i, path, offset)
-                continue
-            if kind == "jsonl":
-                items = ((off, text, False, None) for off, text in self._jsonl(path, offset))
-                yield from batched(items, lambda off, c, i=i: {"file": i, "offset": off, "cont": c})
-            else:
-                yield from self._text(i, path, offset, cont)
+        first = pos["file"] if pos else 0
+        for i in range(first, len(self.files)):
+            yield from self.file_batches(i, pos if i == first else None)
+
+    def file_batches(self, i, pos=None):
+        """The batches of file i, from position `pos` (one of its batches' start) on."""
+        offset, cont = (pos["offset"], pos["cont"]) if pos else (0, False)
+        path = self.files[i]
+        kind = _kind(path) or "text"
+        if kind == "parquet":
+            yield from self._parquet(i, path, offset)
+        elif kind == "jsonl":
+            items = ((off, text, False, None) for off, text in self._jsonl(path, offset))
+            yield from batched(items, lambda off, c: {"file": i, "offset": off, "cont": c})
+        else:
+            yield from self._text(i, path, offset, cont)
 
     def _parquet(self, i, path, start_row):
         """One task per row group; a huge row group is read here, batch by batch."""
