@@ -13,7 +13,7 @@ export HF_UPDATE_DOWNLOAD_COUNTS=0
 
 # Install only what is missing (a second run costs one import).
 deps:
-	@$(PY) -c "import datasets, huggingface_hub, tiktoken, tokenizers, numpy, pyarrow, tqdm, zstandard, pytest, hypothesis, psutil" 2>/dev/null \
+	@$(PY) -c "import datasets, huggingface_hub, tiktoken, tokenizers, numpy, pyarrow, tqdm, zstandard, pytest, hypothesis, psutil, ray" 2>/dev/null \
 	  || $(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 
 demo: deps

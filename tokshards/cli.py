@@ -15,7 +15,7 @@ DEFAULTS = {
     "dataset": "HuggingFaceFW/fineweb-edu", "remote": "sample-10BT", "input": None, "text_column": "text",
     "doc_separator": "\\n\\n", "local_dir": None, "prefix": None, "shard_size": "100M", "format": "bin",
     "tokenizer": "gpt2", "eot_token": None, "tokenizer_backend": "auto", "check_every": 1000, "nprocs": None, "max_tokens": None, "revision": None,
-    "readers": None, "retries": 20, "retry_time": 1800, "quiet": False, "overwrite": False, "disk_check": True,
+    "readers": None, "engine": "local", "ray_address": None, "rank": None, "world_size": None, "retries": 20, "retry_time": 1800, "quiet": False, "overwrite": False, "disk_check": True,
 }
 
 EXAMPLES = """examples:
@@ -28,6 +28,9 @@ EXAMPLES = """examples:
   python fineweb.py inspect edu_fineweb10B            # the manifest in brief + the first documents as text
   python fineweb.py merge edu_fineweb10B --out data/fineweb_edu   # nanoGPT's train.bin + val.bin
   python fineweb.py merge edu_fineweb10B --format llmc            # convert every shard to another format
+  python fineweb.py --remote 100BT --engine ray --ray-address auto  # one Ray task per Hub file
+  python fineweb.py --remote 100BT --rank $SLURM_ARRAY_TASK_ID --world-size 64   # then:
+  python fineweb.py assemble edu_fineweb100B          # cut the shards once every rank is done
 Rerun the same command after a crash or Ctrl-C: it resumes after the last complete shard."""
 
 
@@ -96,6 +99,15 @@ def build_parser():
                      help="network: consecutive failed attempts before giving up (default 20)")
     run.add_argument("--retry-time", type=float, default=S, metavar="SECONDS",
                      help="network: give up after failing this long without progress (default 1800)")
+    many = p.add_argument_group("more than one machine (the output directory must be shared by all)")
+    many.add_argument("--engine", default=S, choices=("local", "ray"),
+                      help="local: this machine (default); ray: one Ray task per source file, then the shards "
+                      "are assembled; same bytes either way")
+    many.add_argument("--ray-address", default=S, metavar="ADDR",
+                      help="Ray cluster to use: auto, ray://host:10001, ... (default: start a local one)")
+    many.add_argument("--rank", type=int, default=S, metavar="R",
+                      help="tokenize only files R, R+N, R+2N, ... (a Slurm array task); then run `assemble DIR`")
+    many.add_argument("--world-size", type=int, default=S, metavar="N", help="how many ranks share the files")
     run.add_argument("--quiet", action="store_true", default=S, help="print only errors")
     return p
 
@@ -232,7 +244,21 @@ def cmd_run(argv):
     from .pipeline import run
 
     progress = None if quiet else TqdmProgress(job.out_dir) if sys.stderr.isatty() else LineProgress(log)
-    m = run(job, log=log, progress=progress)
+    if opts["rank"] is not None or opts["world_size"] is not None:
+        if opts["rank"] is None or opts["world_size"] is None or opts["world_size"] < 1:
+            raise UserError("--rank R and --world-size N go together (0 <= R < N)")
+        if opts["engine"] != "local":
+            raise UserError("--rank/--world-size split the files without an engine; drop --engine ray")
+        from .cluster import run_rank
+
+        run_rank(job, opts["rank"], opts["world_size"], _nprocs(job), log=log)
+        return 0
+    if opts["engine"] == "ray":
+        from .cluster import run_ray
+
+        m = run_ray(job, opts["ray_address"], job.nprocs, log=log, progress=progress)
+    else:
+        m = run(job, log=log, progress=progress)
     shards = m.shards
     tokens = sum(s["tokens"] for s in shards)
     docs = sum(s["docs"] for s in shards)
@@ -241,6 +267,29 @@ def cmd_run(argv):
         print(f"done: {tokens:,} tokens, {docs:,} documents, {len(shards)} shards in {job.out_dir}/ "
               f"({secs:.1f}s, {tokens / max(secs, 1e-9) / 1e6:.2f}M tok/s); check with: "
               f"python fineweb.py verify {job.out_dir}")
+    return 0
+
+
+def _nprocs(job):
+    from .pipeline import usable_cpus
+
+    return usable_cpus() if job.nprocs is None else job.nprocs
+
+
+def cmd_assemble(argv):
+    p = argparse.ArgumentParser(prog="fineweb.py assemble",
+                                description="Cut the shards from the parts every --rank wrote, write manifest.json.")
+    p.add_argument("dir")
+    p.add_argument("--nprocs", type=int, default=None, metavar="N", help="shards written at once (default: cores)")
+    args = p.parse_args(argv)
+    from .assemble import assemble
+    from .pipeline import usable_cpus
+
+    t0 = time.time()
+    m = assemble(args.dir, log=lambda msg: print(msg, file=sys.stderr), workers=args.nprocs or usable_cpus())
+    tokens = sum(s["tokens"] for s in m.shards)
+    print(f"done: {tokens:,} tokens, {sum(s['docs'] for s in m.shards):,} documents, {len(m.shards)} shards in "
+          f"{args.dir}/ ({time.time() - t0:.1f}s); check with: python fineweb.py verify {args.dir}")
     return 0
 
 
@@ -273,7 +322,7 @@ def cmd_inspect(argv):
     return cmd_inspect(argv)
 
 
-COMMANDS = {"verify": cmd_verify, "merge": cmd_merge, "inspect": cmd_inspect}
+COMMANDS = {"assemble": cmd_assemble, "verify": cmd_verify, "merge": cmd_merge, "inspect": cmd_inspect}
 
 
 def main(argv=None):

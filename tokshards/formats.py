@@ -18,19 +18,25 @@ LLMC = {np.dtype("<u2"): (20240520, 1), np.dtype("<u4"): (20240801, 7)}
 
 def header_bytes(fmt, tokens):
     """The bytes that precede the tokens in a shard file of this format."""
+    return header_for(fmt, tokens.dtype, len(tokens))
+
+
+def header_for(fmt, dtype, n):
+    """The header of a shard of n tokens of this dtype (known before the tokens are)."""
     if fmt == "bin":
         return b""
     if fmt == "npy":
         # Exactly what np.save writes for a 1-D array (format version 1.0).
         buf = io.BytesIO()
-        np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(tokens))
+        d = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n,)}
+        np.lib.format.write_array_header_1_0(buf, d)
         return buf.getvalue()
     if fmt == "llmc":
-        if len(tokens) >= 2**31:
+        if n >= 2**31:
             raise ValueError("llm.c shards hold fewer than 2**31 tokens; use a smaller --shard-size")
         header = np.zeros(256, dtype="<i4")
-        header[0], header[1] = LLMC[tokens.dtype]
-        header[2] = len(tokens)
+        header[0], header[1] = LLMC[np.dtype(dtype)]
+        header[2] = n
         return header.tobytes()
     raise ValueError(f"unknown format {fmt!r}")
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import UserError
 from .manifest import Manifest, _unlink
+from .parts import run_settings
 from .tokenizer import MismatchError, Tokenizer, encode, encode_in_worker, init_worker
 from .writer import ShardWriter, shard_files_on_disk
 
@@ -167,11 +168,7 @@ def run(job, log=print, progress=None):
     tok = Tokenizer(job.tokenizer, job.eot_token, job.backend, job.check_every, encode=nprocs == 0)
     if tok.note:
         log(tok.note)
-    settings = {
-        "prefix": job.prefix, "format": job.fmt, "tokenizer": tok.name, "eot": tok.eot,
-        "dtype": tok.dtype.str, "shard_size": job.shard_size, "text_column": job.text_column,
-        "doc_separator": job.doc_separator,
-    }
+    settings = run_settings(job, tok)
     os.makedirs(job.out_dir, exist_ok=True)
     _clean_leftovers(job.out_dir)
     if job.overwrite:

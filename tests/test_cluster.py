@@ -1,0 +1,306 @@
+"""Issue "Beyond one machine": per-file parts on Ray or Slurm ranks, assembled into the very
+shards (and manifest) a single-machine run writes.
+
+Ray tests run `python fineweb.py --engine ray` inside a network namespace holding only `lo`
+(Ray would otherwise listen on every interface and probe outside addresses) with a local
+cluster; the namespace's processes are killed by session id when the test ends.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import FINEWEB_EDU, PARQUETS, REPO, needs_data, run_cli
+
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).parent))
+
+TXT = FINEWEB_EDU.parent / "train_fineweb.txt"
+
+
+def outputs_equal(a, b):
+    """Same shard files, byte for byte, and the same manifest but for the run time."""
+    names = sorted(os.listdir(a))
+    assert names == sorted(os.listdir(b))
+    for n in names:
+        if n != "manifest.json":
+            assert (a / n).read_bytes() == (b / n).read_bytes(), n
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
+    ma.pop("seconds", None), mb.pop("seconds", None)
+    assert ma == mb
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Parquet files with token_count (small row groups), JSON lines, and plain text in which one
+    document is larger than the 32 MB piece size, so a file's batches include fragments."""
+    d = tmp_path_factory.mktemp("cluster_inputs")
+    table = pa.concat_tables(pq.read_table(f, columns=["text", "id", "token_count"]) for f in PARQUETS)
+    (d / "pq").mkdir()
+    for i in range(4):
+        part = table.slice(i * 600, 600 if i < 3 else None)
+        pq.write_table(part, d / "pq" / f"part_{i}.parquet", row_group_size=100 + 50 * i)
+    (d / "mixed").mkdir()
+    with open(d / "mixed" / "a.jsonl", "w", encoding="utf-8") as f:
+        for t in table.column("text").to_pylist()[:700]:
+            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+    text = TXT.read_bytes()
+    giant = text.replace(b"\n\n", b"\n")  # one document of ~15 MB, three times over: > 32 MB
+    (d / "mixed" / "b.txt").write_bytes(text[: 2 << 20] + b"\n\n" + giant * 3 + b"\n\n" + text[: 1 << 20])
+    (d / "mixed" / "c.txt").write_bytes(text[-(3 << 20):])
+    return d
+
+
+def single(tmp_path, name, *args):
+    out = tmp_path / name
+    r = run_cli(*args, "--local-dir", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def ranks(out, world, *args, order=None):
+    for rank in order or range(world):
+        r = run_cli(*args, "--local-dir", out, "--rank", rank, "--world-size", world)
+        assert r.returncode == 0, r.stderr
+        assert f"rank {rank} of {world}:" in r.stderr
+    return out
+
+
+CASES = {
+    "parquet-npy": ("pq", ["--format", "npy", "--shard-size", "250K"]),
+    "mixed-llmc": ("mixed", ["--format", "llmc", "--shard-size", "3M", "--tokenizer-backend", "auto"]),
+    "parquet-bin-exact-shards": ("pq", ["--shard-size", "5K", "--nprocs", "0"]),
+}
+
+
+@needs_data
+@pytest.mark.parametrize("case", CASES)
+def test_ranks_then_assemble_is_byte_identical_to_one_machine(tmp_path, inputs, case):
+    src, flags = CASES[case]
+    args = ["--input", inputs / src, *flags]
+    ref = single(tmp_path, "one", *args)
+    out = tmp_path / "many"
+    ranks(out, 3, *args, order=[2, 0, 1])
+    r = run_cli("assemble", out)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("done: ") and "verify" in r.stdout
+    outputs_equal(ref, out)
+    assert not (out / "parts").exists()  # intermediates are gone
+    assert run_cli("verify", out).returncode == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["complete"] and m["shards"][0]["split"] == "val"
+
+
+@needs_data
+def test_rank_run_twice_skips_done_files_and_assemble_names_missing_ranks(tmp_path, inputs):
+    args = ["--input", inputs / "pq", "--shard-size", "250K"]
+    out = tmp_path / "o"
+    ranks(out, 2, *args, order=[1])
+    part = out / "parts" / "000001.tokens"
+    before = (part.stat().st_mtime_ns, part.read_bytes())
+    r = run_cli(*args, "--local-dir", out, "--rank", 1, "--world-size", 2)
+    assert r.returncode == 0
+    assert r.stderr.count("(already done)") == 2 and "2 files (2 already done)" in r.stderr
+    assert (part.stat().st_mtime_ns, part.read_bytes()) == before  # not rewritten
+
+    r = run_cli("assemble", out)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"fineweb.py: error: {out}: 2 of 4 files are not tokenized yet (ranks 0 of "
+                                "--world-size 2): files 0, 2; run them first (rerunning a rank skips its finished files)")
+    # a part whose bytes changed on disk is not "done": its rank redoes it
+    with open(part, "r+b") as f:
+        f.write(b"\xff\xff")
+    r = run_cli(*args, "--local-dir", out, "--rank", 1, "--world-size", 2)
+    assert r.stderr.count("(already done)") == 1
+    assert part.read_bytes() == before[1]
+    ranks(out, 2, *args, order=[0])
+    assert run_cli("assemble", out).returncode == 0
+    outputs_equal(single(tmp_path, "ref", *args), out)
+    r = run_cli("assemble", out)
+    assert r.returncode == 0 and "already complete" in r.stderr
+
+
+@needs_data
+def test_interrupted_assembly_resumes_and_frees_parts_early(tmp_path, inputs):
+    from tokshards.assemble import assemble, local_map
+
+    args = ["--input", inputs / "pq", "--shard-size", "100K"]
+    out = ranks(tmp_path / "o", 2, *args)
+
+    def dies_after_12(fn, specs):
+        for n, entry in enumerate(local_map(fn, sorted(specs, key=lambda s: s["index"]), 1)):
+            if n == 12:
+                raise KeyboardInterrupt
+            yield entry
+
+    with pytest.raises(KeyboardInterrupt):
+        assemble(str(out), log=lambda m: None, map_fn=dies_after_12)
+    state = json.loads((out / "parts" / "assembled.json").read_text())
+    assert sorted(e["index"] for e in state) == list(range(12))
+    assert not (out / "manifest.json").exists()
+    # a part's tokens go once every shard that needs them is written (shards 0-11: 1.2M tokens)
+    end = 0
+    for i in range(4):
+        end += json.loads((out / "parts" / f"{i:06d}.json").read_text())["tokens"]
+        assert (out / "parts" / f"{i:06d}.tokens").exists() == (end > 1_200_000), i
+    assert not (out / "parts" / "000000.tokens").exists()
+    r = run_cli("assemble", out)
+    assert r.returncode == 0, r.stderr
+    assert "assembling" in r.stderr and f"of {len(json.loads((out / 'manifest.json').read_text())['shards'])} shards" in r.stderr
+    outputs_equal(single(tmp_path, "ref", *args), out)
+
+
+@needs_data
+def test_hub_layout_ranks_match_streaming_run_including_positions(tmp_path):
+    """A dataset read with `datasets` file by file: parts record its state_dict positions, so the
+    assembled manifest (resume positions included) equals the single-machine one."""
+    args = ["--dataset", FINEWEB_EDU, "--remote", "sample-10BT", "--shard-size", "400K", "--format", "npy"]
+    ref = single(tmp_path, "one", *args)
+    out = ranks(tmp_path / "many", 2, *args)
+    assert run_cli("assemble", out).returncode == 0
+    outputs_equal(ref, out)
+    ends = [s["end"] for s in json.loads((out / "manifest.json").read_text())["shards"]]
+    assert ends[-1] is None and all(e["pos"]["state"] is None or "examples_iterable" in e["pos"]["state"]
+                                    for e in ends[:-1])
+
+
+@needs_data
+@pytest.mark.parametrize("flags, message", [
+    (["--rank", "0"], "--rank R and --world-size N go together (0 <= R < N)"),
+    (["--rank", "2", "--world-size", "2"], "--rank 2 is not in 0..1 (--world-size 2)"),
+    (["--rank", "0", "--world-size", "2", "--max-tokens", "1M"],
+     "--max-tokens is for single-machine runs; drop it, or run without --engine/--rank"),
+    (["--rank", "0", "--world-size", "2", "--engine", "ray"],
+     "--rank/--world-size split the files without an engine; drop --engine ray"),
+    (["--rank", "0", "--world-size", "2", "--overwrite"], "--overwrite with --rank would delete the other ranks' work"),
+])
+def test_rank_flag_mistakes_are_one_line(tmp_path, flags, message):
+    r = run_cli("--input", PARQUETS[0], "--local-dir", tmp_path / "o", *flags)
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"fineweb.py: error: {message}")
+
+
+@needs_data
+def test_parts_of_another_run_are_refused(tmp_path):
+    out = tmp_path / "o"
+    r = run_cli("--input", *PARQUETS, "--local-dir", out, "--rank", 0, "--world-size", 2)
+    assert r.returncode == 0
+    r = run_cli("--input", *PARQUETS, "--local-dir", out, "--rank", 1, "--world-size", 2, "--format", "llmc")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"fineweb.py: error: {out}/parts holds parts of another run (settings differs); "
+                                "rerun with the same settings, or --overwrite to start over")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray: a local 2-CPU cluster inside a loopback-only network namespace
+
+def _ray_ready():
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "Ray is not installed (pip install -r requirements-ray.txt)"
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        return "needs root with unshare and ip, to keep Ray inside a loopback-only network namespace"
+    return None
+
+
+needs_ray = pytest.mark.skipif(_ray_ready() is not None, reason=str(_ray_ready()))
+
+
+def _session_pids(sid):
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.getsid(int(d)) == sid:
+                    pids.append(int(d))
+            except ProcessLookupError:
+                pass
+    return pids
+
+
+class Isolated:
+    """`python fineweb.py ARGS` in a new session and network namespace with only lo; every process
+    of the session is killed when it ends (Ray agents can outlive their driver)."""
+
+    def __init__(self, args, tmp_path):
+        self.raytmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+        env = dict(os.environ, RAY_TMPDIR=self.raytmp, PYTHONUNBUFFERED="1")
+        self.out = open(tmp_path / f"isolated{time.monotonic_ns()}.log", "w+")
+        self.proc = subprocess.Popen(
+            ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
+             sys.executable, str(REPO / "fineweb.py"), *map(str, args)],
+            stdout=self.out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def wait(self, timeout=300):
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            self.kill_session()
+        self.out.seek(0)
+        return self.proc.returncode, self.out.read()
+
+    def kill_session(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        deadline = time.monotonic() + 10
+        while (pids := _session_pids(self.proc.pid)) and time.monotonic() < deadline:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        shutil.rmtree(self.raytmp, ignore_errors=True)
+
+
+@needs_ray
+@needs_data
+def test_ray_engine_is_byte_identical_to_local(tmp_path, inputs):
+    args = ["--input", inputs / "pq", "--format", "npy", "--shard-size", "250K"]
+    ref = single(tmp_path, "one", *args)
+    out = tmp_path / "ray"
+    job = Isolated([*args, "--engine", "ray", "--nprocs", 2, "--local-dir", out], tmp_path)
+    code, log = job.wait()
+    assert code == 0, log
+    assert "ray: 4 of 4 files to tokenize on 2 CPUs" in log and "done: " in log
+    outputs_equal(ref, out)
+
+
+@needs_ray
+@needs_data
+def test_ray_task_whose_worker_is_killed_is_retried(tmp_path, inputs):
+    """SIGKILL the Ray worker in the middle of writing a part (found by the pid in its temporary
+    file name): Ray reruns the task and the output is still identical to a local run."""
+    d = tmp_path / "txt"
+    d.mkdir()
+    text = TXT.read_bytes()
+    for i in range(3):
+        (d / f"{i}.txt").write_bytes(text[i << 20 :] + text[: i << 20])  # 15 MB each: seconds per task
+    args = ["--input", d, "--tokenizer-backend", "tiktoken", "--shard-size", "2M"]
+    ref = single(tmp_path, "one", *args)
+    out = tmp_path / "ray"
+    job = Isolated([*args, "--engine", "ray", "--nprocs", 2, "--local-dir", out], tmp_path)
+    killed, deadline = None, time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and job.proc.poll() is None:
+        tmps = list((out / "parts").glob(".000001.tokens.*.tmp")) if (out / "parts").exists() else []
+        if tmps and tmps[0].stat().st_size > 0:
+            killed = int(tmps[0].name.rsplit(".", 2)[-2])
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    code, log = job.wait()
+    assert killed is not None, log
+    assert code == 0, log
+    assert f"Worker PID: {killed}" in log and "will be retried" in log  # Ray saw it die and reran it
+    assert "8.8.8.8" not in log  # the local cluster did not probe outside addresses
+    outputs_equal(ref, out)
