@@ -217,6 +217,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def done(self, status, note=""):
         self.entry["status"] = self.entry["status"] or status
+        self.entry["t_end"] = round(time.time(), 3)  # with "t": when the response was being sent
         self.entry["note"] = (self.entry["note"] + " " + note).strip()
         if self.server.log_file and not self.path.startswith("/_ctl/"):
             with self.server.lock:

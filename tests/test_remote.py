@@ -58,6 +58,25 @@ def test_remote_sample_10BT_equals_input(hub, tmp_path, reference):
     assert all(e["client"].startswith("127.0.0.1") for e in hub.log())
 
 
+@pytest.mark.parametrize("readers", [1, 3])
+def test_readers_download_files_at_once_with_the_same_bytes(hub, tmp_path, reference, readers):
+    """--readers 3: the three data files stream at the same time (a capped bandwidth makes each body
+    take ~0.3 s), a failure in a file read ahead is retried there, and the shards do not change.
+    --readers 1 is the control: one file after the other."""
+    hub.faults(bandwidth=800_000, short_after=50_000, match="*002_00000.parquet", range_match="bytes=4-*")
+    r = remote(hub, tmp_path, "--remote", "10BT", "--readers", readers)
+    assert r.returncode == 0, r.stderr
+    assert files_of(tmp_path / "edu_fineweb10B") == reference
+    assert r.stderr.count("network: ") == 1 and "streaming 002_00000.parquet" in r.stderr
+    bodies = {}
+    for e in hub.log():
+        if e["path"].endswith(".parquet") and e["status"] == 206 and (e["range"] or "").startswith("bytes=4-"):
+            bodies.setdefault(e["path"].rsplit("/", 1)[1], (e["t"], e["t_end"]))
+    (s0, e0), (s1, e1) = bodies["000_00000.parquet"], bodies["001_00000.parquet"]
+    overlapped = s1 < e0 and s0 < e1
+    assert overlapped == (readers > 1), bodies
+
+
 def test_any_dataset_repo_and_short_name(hub, tmp_path, reference):
     r = remote(hub, tmp_path, "--dataset", "someone/fineweb-copy", "--remote", "sample-10BT", "--prefix", "edufineweb")
     assert r.returncode == 0, r.stderr

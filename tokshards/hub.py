@@ -110,7 +110,7 @@ class Retrier:
         hinted = retry_after(exc)
         if hinted is not None:
             delay = max(delay, hinted)
-        self.log(f"network: {cause}; retry {self.failures}/{self.attempts} in {delay:.1f}s")
+        self.log(f"network: {what}: {cause}; retry {self.failures}/{self.attempts} in {delay:.1f}s")
         time.sleep(delay)
 
 
