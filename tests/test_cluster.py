@@ -232,12 +232,13 @@ class Isolated:
     """`python fineweb.py ARGS` in a new session and network namespace with only lo; every process
     of the session is killed when it ends (Ray agents can outlive their driver)."""
 
-    def __init__(self, args, tmp_path):
+    def __init__(self, args, tmp_path, env=None, before=""):
+        """before: shell commands run first inside the namespace (e.g. start a loopback Hub)."""
         self.raytmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-        env = dict(os.environ, RAY_TMPDIR=self.raytmp, PYTHONUNBUFFERED="1")
+        env = dict(env or os.environ, RAY_TMPDIR=self.raytmp, PYTHONUNBUFFERED="1")
         self.out = open(tmp_path / f"isolated{time.monotonic_ns()}.log", "w+")
         self.proc = subprocess.Popen(
-            ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
+            ["unshare", "-n", "sh", "-c", f'ip link set lo up && {before} exec "$0" "$@"',
              sys.executable, str(REPO / "fineweb.py"), *map(str, args)],
             stdout=self.out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -304,3 +305,28 @@ def test_ray_task_whose_worker_is_killed_is_retried(tmp_path, inputs):
     assert f"Worker PID: {killed}" in log and "will be retried" in log  # Ray saw it die and reran it
     assert "8.8.8.8" not in log  # the local cluster did not probe outside addresses
     outputs_equal(ref, out)
+
+
+@needs_ray
+@needs_data
+def test_ray_engine_streams_the_hub_with_the_shards_of_one_machine(tmp_path):
+    """`--remote` on Ray: each task streams one data file from a loopback Hub (started inside the
+    same namespace); the shards equal --input on the same files, the revision is pinned."""
+    from hub import hub_env
+
+    ref = single(tmp_path, "ref", "--input", *PARQUETS, "--prefix", "edufineweb", "--shard-size", "400K")
+    port = 18080  # a fresh namespace: nothing else listens there
+    env = hub_env(type("H", (), {"url": f"http://127.0.0.1:{port}"}), tmp_path)
+    server = f"{sys.executable} {REPO / 'tests' / 'hubserver.py'} --port {port} --port-file {tmp_path / 'port'} " \
+             f"--repo HuggingFaceFW/fineweb-edu={FINEWEB_EDU} > {tmp_path / 'hub.log'} 2>&1 &" \
+             f" while [ ! -s {tmp_path / 'port'} ]; do sleep 0.1; done;"
+    out = tmp_path / "edu"
+    job = Isolated(["--remote", "10BT", "--engine", "ray", "--nprocs", 2, "--shard-size", "400K", "--local-dir", out],
+                   tmp_path, env=env, before=server)
+    code, log = job.wait()
+    assert code == 0, log
+    assert "ray: 3 of 3 files to tokenize" in log
+    assert {f: (out / f).read_bytes() for f in os.listdir(out) if f.endswith(".bin")} == \
+        {f: (ref / f).read_bytes() for f in os.listdir(ref) if f.endswith(".bin")}
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["complete"] and len(m["source"]["revision"]) == 40
