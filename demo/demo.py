@@ -3,8 +3,10 @@
 1. The Hub path for real: a loopback stand-in for huggingface.co (tests/hubserver.py) serves a repo laid
    out like HuggingFaceFW/fineweb-edu, and `fineweb.py --remote sample-10BT` streams it with `datasets`.
 2. Crash-proof: a run stopped early (--max-tokens) is continued by rerunning; bytes are identical.
-3. A local plain-text corpus, as llm.c shards.
-4. verify, inspect, merge.
+3. Two machines' worth of work: the Hub files split between --rank 0 and --rank 1 (as a Slurm array
+   would), then `assemble`: the same bytes as step 1.
+4. A local plain-text corpus, as llm.c shards.
+5. verify, inspect, merge.
 Everything goes to demo/out/ (deleted and rebuilt each time).
 """
 import gzip
@@ -78,19 +80,28 @@ def main():
         fineweb("--remote", "sample-10BT", "--format", "npy", "--shard-size", "50K", "--max-tokens", "60K",
                 "--local-dir", "resumed", env=env)
         fineweb("--remote", "sample-10BT", "--format", "npy", "--shard-size", "50K", "--local-dir", "resumed", env=env)
-    same = shard_bytes(OUT / "resumed") == shard_bytes(OUT / "edu_fineweb10B")
-    print(f"resumed run byte-identical to the uninterrupted one: {same}")
+        same = shard_bytes(OUT / "resumed") == shard_bytes(OUT / "edu_fineweb10B")
+        print(f"resumed run byte-identical to the uninterrupted one: {same}")
+        if not same:
+            sys.exit("demo: resumed output differs")
+        step("3. Split the Hub files between two ranks (a Slurm array of 2), then assemble the shards")
+        for rank in (0, 1):
+            fineweb("--remote", "sample-10BT", "--format", "npy", "--shard-size", "50K", "--local-dir", "ranks",
+                    "--rank", rank, "--world-size", 2, env=env)
+        fineweb("assemble", "ranks")
+    same = shard_bytes(OUT / "ranks") == shard_bytes(OUT / "edu_fineweb10B")
+    print(f"assembled from two ranks byte-identical to the single-machine run: {same}")
     if not same:
-        sys.exit("demo: resumed output differs")
+        sys.exit("demo: assembled output differs")
 
-    step("3. A local text file (documents separated by a blank line) into llm.c .bin shards")
+    step("4. A local text file (documents separated by a blank line) into llm.c .bin shards")
     fineweb("--input", "corpus.txt", "--format", "llmc", "--shard-size", "50K")
-    step("4. Check every shard against its manifest, look inside, and merge for nanoGPT")
+    step("5. Check every shard against its manifest, look inside, and merge for nanoGPT")
     fineweb("verify", "edu_fineweb10B")
     fineweb("inspect", "edu_fineweb10B", "--docs", "2", "--chars", "160")
     fineweb("merge", "corpus_shards", "--format", "bin", "--out", "nanogpt_shards")
     fineweb("merge", "nanogpt_shards", "--out", "nanogpt_data")
-    print(f"\ndemo done: outputs in {OUT.relative_to(ROOT)}/ (edu_fineweb10B, resumed, corpus_shards, nanogpt_data)")
+    print(f"\ndemo done: outputs in {OUT.relative_to(ROOT)}/ (edu_fineweb10B, resumed, ranks, corpus_shards, nanogpt_data)")
 
 
 if __name__ == "__main__":
