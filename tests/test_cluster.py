@@ -330,3 +330,21 @@ def test_ray_engine_streams_the_hub_with_the_shards_of_one_machine(tmp_path):
         {f: (ref / f).read_bytes() for f in os.listdir(ref) if f.endswith(".bin")}
     m = json.loads((out / "manifest.json").read_text())
     assert m["complete"] and len(m["source"]["revision"]) == 40
+
+
+def test_importing_the_tool_never_imports_ray(tmp_path):
+    code = ("import sys; import tokshards.cli, tokshards.cluster, tokshards.assemble, tokshards.parts, "
+            "tokshards.pipeline, tokshards.hub; tokshards.cli.build_parser(); print('ray' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+@needs_data
+def test_engine_ray_without_ray_installed_says_how_to_get_it(tmp_path):
+    fake = tmp_path / "noray" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    env = dict(os.environ, PYTHONPATH=str(fake.parent))
+    r = run_cli("--input", PARQUETS[0], "--local-dir", tmp_path / "o", "--engine", "ray", env=env)
+    assert r.returncode == 1
+    assert r.stderr == "fineweb.py: error: --engine ray needs Ray: pip install -r requirements-ray.txt\n"

@@ -106,16 +106,19 @@ def run_ray(job, address=None, nprocs=None, log=print, progress=None):
     try:
         job_ref = ray.put(job)
         tokenize = ray.remote(num_cpus=1, max_retries=3)(tokenize_file)
-        todo = [i for i in range(len(job.source.files)) if load_done(job.out_dir, i, check_sha=False) is None]
-        log(f"ray: {len(todo)} of {len(job.source.files)} files to tokenize on {int(ray.cluster_resources().get('CPU', 0))} CPUs")
+        n = len(job.source.files)
+        todo = sum(load_done(job.out_dir, i, check_sha=False) is None for i in range(n))
+        log(f"ray: {todo} of {n} files to tokenize on {int(ray.cluster_resources().get('CPU', 0))} CPUs")
         if progress:
             from .pipeline import estimate_tokens
 
             progress.start(0, estimate_tokens(job))
-        for meta in _ray_map(ray, tokenize, [(job_ref, i) for i in todo]):
+        # every file goes out: a task checks a finished part's sha256 and returns at once
+        for meta in _ray_map(ray, tokenize, [(job_ref, i) for i in range(n)]):
             if progress:
                 progress.update(meta["tokens"])
-            log(f"file {meta['index']} {_short(meta['file'])}: {meta['tokens']:,} tokens")
+            log(f"file {meta['index']} {_short(meta['file'])}: {meta['tokens']:,} tokens"
+                + (" (already done)" if meta["skipped"] else ""))
         if progress:
             progress.close(ok=True)
         write = ray.remote(num_cpus=1, max_retries=3)(_write_shard)
