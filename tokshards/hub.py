@@ -330,4 +330,4 @@ def read_ahead(streams, readers, depth=4):
     finally:
         stop.set()
         for t, q in running:
-            t.join(timeout=30)  # a thread stuck in a network read is a daemon: it does not hold exit
+            t.join(timeout=1)  # one stuck in a network read is a daemon thread: it does not hold up exit
