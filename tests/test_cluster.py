@@ -112,6 +112,10 @@ def test_rank_run_twice_skips_done_files_and_assemble_names_missing_ranks(tmp_pa
     assert r.stderr.count("(already done)") == 2 and "2 files (2 already done)" in r.stderr
     assert (part.stat().st_mtime_ns, part.read_bytes()) == before  # not rewritten
 
+    r = run_cli("verify", out)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        f"fineweb.py: error: {out} is a multi-machine run in progress (2 source files tokenized); "
+        f"once every rank is done: python fineweb.py assemble {out}")
     r = run_cli("assemble", out)
     assert r.returncode == 1
     assert r.stderr.strip() == (f"fineweb.py: error: {out}: 2 of 4 files are not tokenized yet (ranks 0 of "

@@ -14,6 +14,11 @@ def verify(out_dir):
     """Return (problems, summary lines). An empty problem list means every byte checks out."""
     m = Manifest.load(out_dir)
     if m is None:
+        plan = os.path.join(out_dir, "parts", "job.json")
+        if os.path.exists(plan):
+            done = len(glob.glob(os.path.join(out_dir, "parts", "[0-9]*.json")))
+            raise UserError(f"{out_dir} is a multi-machine run in progress ({done} source files tokenized); "
+                            f"once every rank is done: python fineweb.py assemble {out_dir}")
         raise UserError(f"{out_dir} has no manifest.json: not an output directory of this tool")
     st = m.data["settings"]
     problems, docs, tokens = [], 0, 0
