@@ -17,6 +17,7 @@ Inputs larger than the shared sample are generated under pytest's tmp_path, neve
 import errno
 import filecmp
 import glob
+import hashlib
 import json
 import os
 import random
@@ -68,14 +69,14 @@ def die():
     os.killpg(os.getpgid(0), signal.SIGKILL)
 
 import tokshards.writer as W
-_write_shard = W.write_shard
-def write_shard(f, fmt, tokens):
-    if event == "shard_partial" and index(f.name) == n:  # half the tokens in the temp file, then die
-        _write_shard(f, fmt, tokens[: len(tokens) // 2])
+_append_tokens = W.append_tokens
+def append_tokens(f, h, tokens):  # the writer streams each batch's tokens into the shard's temp file
+    if event == "shard_partial" and index(f.name) == n:  # header + half a batch in the temp file, then die
+        _append_tokens(f, h, tokens[: len(tokens) // 2])
         f.flush()
         die()
-    return _write_shard(f, fmt, tokens)
-W.write_shard = write_shard
+    return _append_tokens(f, h, tokens)
+W.append_tokens = append_tokens
 
 _replace = os.replace
 def replace(src, dst, *a, **kw):
@@ -761,7 +762,9 @@ def test_no_disk_check_skips_it(tmp_path, inputs, cli, monkeypatch):
     assert m["complete"] and sum(s["tokens"] for s in m["shards"]) == 1_000_000
 
 
-def test_disk_full_while_writing_a_shard(tmp_path, inputs, refs, cli, monkeypatch):
+@pytest.mark.parametrize("where", ["write", "fsync"])
+def test_disk_full_while_writing_a_shard(tmp_path, inputs, refs, cli, monkeypatch, where):
+    """ENOSPC while streaming tokens into shard 4's temp file, or from its fsync (delayed allocation)."""
     import tokshards.writer as W
     from tokshards.verify import verify
 
@@ -769,22 +772,35 @@ def test_disk_full_while_writing_a_shard(tmp_path, inputs, refs, cli, monkeypatc
     ref = refs("pq", *flags)
     out = tmp_path / "out"
     args = [*source_args("pq", inputs), "--local-dir", out, "--nprocs", "0", "--quiet", *flags]
-    real = W.write_shard
+    real_append, real_fsync = W.append_tokens, os.fsync
 
-    def write_shard(f, fmt, tokens):
+    def append_tokens(f, h, tokens):
         if "_000004." in os.path.basename(f.name):
-            real(f, fmt, tokens[: len(tokens) // 3])
+            real_append(f, h, tokens[: len(tokens) // 3])
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(f, fmt, tokens)
+        return real_append(f, h, tokens)
 
-    monkeypatch.setattr(W, "write_shard", write_shard)
+    def fsync(fd):
+        try:
+            name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            name = ""
+        if "_000004." in name and name.endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    if where == "write":
+        monkeypatch.setattr(W, "append_tokens", append_tokens)
+    else:
+        monkeypatch.setattr(os, "fsync", fsync)
     rc, _, err = cli(*args)
-    one_line_error(rc, err, "disk full", "rerun the same command")
+    one_line_error(rc, err, "disk full while writing", "_000004\\.bin", "rerun the same command")
     assert not tmp_files(out)
     problems, _ = verify(str(out))
     assert len(problems) == 1 and problems[0].startswith("incomplete:"), problems
     assert len(load_manifest(out)["shards"]) == 4
-    monkeypatch.setattr(W, "write_shard", real)
+    monkeypatch.setattr(W, "append_tokens", real_append)
+    monkeypatch.setattr(os, "fsync", real_fsync)
     rc, _, err = cli(*args)
     assert rc == 0, err
     assert_same_output(out, ref, tmp_path / "logs")
@@ -826,3 +842,38 @@ def test_disk_full_while_writing_the_manifest(tmp_path, inputs, refs, cli, monke
     rc, _, err = cli(*args)
     assert rc == 0, err
     assert_same_output(out, ref, tmp_path / "logs")
+
+
+# ---------------------------------------------------------------- the streaming shard writer (in-process)
+
+
+@pytest.mark.parametrize("fmt", ["bin", "npy", "llmc"])
+def test_streamed_shards_equal_whole_shard_writes(tmp_path, fmt):
+    """Tokens stream into the shard's temp file under a full shard's header; the short last shard
+    gets its own header (npy, llmc: the count) and a sha256 over its final bytes. Every file and
+    entry must equal formats.write_shard's."""
+    import numpy as np
+    import tokshards.writer as W
+    from tokshards.formats import write_shard
+    from tokshards.manifest import Manifest
+
+    m = Manifest(str(tmp_path), {"shards": []})
+    w = W.ShardWriter(m, "t", fmt, "<u2", 1000, 7)
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, 40, 3456).astype("<u2")
+    cuts = [0, 10, 900, 1000, 2600, 2601, 3456]  # batches within, across and over shards
+    for a, b in zip(cuts, cuts[1:]):
+        w.add(tokens[a:b], a, 0, None, "x")
+    w.flush(None)
+    assert [s["tokens"] for s in m.shards] == [1000, 1000, 1000, 456]
+    for s, a in zip(m.shards, range(0, 3456, 1000)):
+        t = tokens[a : a + 1000]
+        head = W.header_for(fmt, t.dtype, len(t))
+        data = (tmp_path / s["file"]).read_bytes()
+        assert data == head + t.tobytes(), s
+        assert (s["bytes"], s["sha256"], s["docs"]) == (len(data), hashlib.sha256(data).hexdigest(),
+                                                        int(np.count_nonzero(t == 7))), s
+        with open(tmp_path / "ref", "wb") as f:
+            assert write_shard(f, fmt, t) == (s["bytes"], s["sha256"])
+        assert (tmp_path / "ref").read_bytes() == data
+    assert not tmp_files(tmp_path)
