@@ -105,7 +105,7 @@ def run_ray(job, address=None, nprocs=None, log=print, progress=None):
         _init_ray(ray, address, nprocs, log)
     try:
         job_ref = ray.put(job)
-        tokenize = ray.remote(num_cpus=1, max_retries=3)(tokenize_file)
+        tokenize = ray.remote(num_cpus=1, max_retries=3)(_tokenize_one_cpu)
         n = len(job.source.files)
         todo = sum(load_done(job.out_dir, i, check_sha=False) is None for i in range(n))
         log(f"ray: {todo} of {n} files to tokenize on {int(ray.cluster_resources().get('CPU', 0))} CPUs")
@@ -127,6 +127,12 @@ def run_ray(job, address=None, nprocs=None, log=print, progress=None):
     finally:
         if started:
             ray.shutdown()
+
+
+def _tokenize_one_cpu(job, i):
+    """A Ray task holds one CPU: the fast tokenizer must not start a thread per core of the node."""
+    os.environ["FASTOKENS_BPE_THREADS"] = os.environ["RAYON_NUM_THREADS"] = "1"
+    return tokenize_file(job, i)
 
 
 def _write_shard(spec):
