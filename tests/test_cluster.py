@@ -163,18 +163,51 @@ def test_interrupted_assembly_resumes_and_frees_parts_early(tmp_path, inputs):
     outputs_equal(single(tmp_path, "ref", *args), out)
 
 
+JSONL_CARD = """---
+configs:
+  - config_name: default
+    data_files:
+      - split: train
+        path: data/*/*
+---
+"""
+
+
+@pytest.fixture(scope="module")
+def jsonl_hub(tmp_path_factory):
+    """A local directory laid out like a Hub dataset of JSON lines files (read with datasets'
+    streaming, not the parquet reader)."""
+    d = tmp_path_factory.mktemp("jsonl_hub")
+    texts = pa.concat_tables(pq.read_table(f, columns=["text"]) for f in PARQUETS).column(0).to_pylist()
+    for i, chunk in enumerate((texts[:900], texts[900:1700], texts[1700:])):
+        f = d / "data" / "part" / f"{i:03d}.jsonl"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in chunk), encoding="utf-8")
+    (d / "README.md").write_text(JSONL_CARD)
+    return d
+
+
 @needs_data
-def test_hub_layout_ranks_match_streaming_run_including_positions(tmp_path):
-    """A dataset read with `datasets` file by file: parts record its state_dict positions, so the
-    assembled manifest (resume positions included) equals the single-machine one."""
-    args = ["--dataset", FINEWEB_EDU, "--remote", "sample-10BT", "--shard-size", "400K", "--format", "npy"]
+@pytest.mark.parametrize("kind", ["parquet", "jsonl"])
+def test_hub_layout_ranks_match_one_machine_including_positions(tmp_path, jsonl_hub, kind):
+    """A Hub-laid-out dataset read file by file: parquet with pyarrow row groups (positions: rows),
+    other formats with datasets' streaming (positions: its state_dict). The parts record those
+    positions, so the assembled manifest, resume positions included, equals the one-machine one,
+    and the tokens equal --input on the same files."""
+    repo, config = (FINEWEB_EDU, "sample-10BT") if kind == "parquet" else (jsonl_hub, "default")
+    args = ["--dataset", repo, "--remote", config, "--shard-size", "400K", "--format", "npy", "--prefix", "p"]
     ref = single(tmp_path, "one", *args)
     out = ranks(tmp_path / "many", 2, *args)
     assert run_cli("assemble", out).returncode == 0
     outputs_equal(ref, out)
+    files = PARQUETS if kind == "parquet" else sorted((jsonl_hub / "data" / "part").glob("*.jsonl"))
+    local = single(tmp_path, "local", "--input", *files, "--shard-size", "400K", "--format", "npy", "--prefix", "p")
+    assert [(local / f).read_bytes() for f in sorted(os.listdir(local)) if f.endswith(".npy")] == \
+        [(ref / f).read_bytes() for f in sorted(os.listdir(ref)) if f.endswith(".npy")]
     ends = [s["end"] for s in json.loads((out / "manifest.json").read_text())["shards"]]
-    assert ends[-1] is None and all(e["pos"]["state"] is None or "examples_iterable" in e["pos"]["state"]
-                                    for e in ends[:-1])
+    assert ends[-1] is None and len(ends) >= 4
+    key = "offset" if kind == "parquet" else "state"
+    assert all(set(e["pos"]) == {"file", key} | ({"cont"} if kind == "parquet" else set()) for e in ends[:-1])
 
 
 @needs_data

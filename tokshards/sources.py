@@ -97,6 +97,30 @@ def batched(items, start_of):
         yield Batch(texts, start, first_cont, counts if counts[0] is not None else None)
 
 
+def row_group_batches(pf, i, rg, first_row, start_row, columns):
+    """Batches of ~BATCH_DOCS documents of row group rg (its first row is first_row in the file),
+    from row start_row on. Only this row group is in memory: pyarrow's dataset scanner would read
+    a slowly consumed file ahead without bound (apache/arrow#39808), ParquetFile does not."""
+    at = first_row
+    for b in pf.iter_batches(batch_size=BATCH_DOCS, row_groups=[rg], columns=columns, use_threads=False):
+        lo, at = max(0, start_row - at), at + len(b)
+        if lo < len(b):
+            b = b.slice(lo)
+            texts = [t if t is not None else "" for t in b.column(0).to_pylist()]  # null text: empty document
+            counts = b.column(1).to_pylist() if len(columns) > 1 else None
+            yield Batch(texts, {"file": i, "offset": at - len(b), "cont": False}, token_counts=counts)
+
+
+def parquet_batches(pf, i, start_row, columns):
+    """Every batch of an open ParquetFile from row start_row on, one row group at a time."""
+    row = 0
+    for rg in range(pf.num_row_groups):
+        n = pf.metadata.row_group(rg).num_rows
+        if row + n > start_row and n:
+            yield from row_group_batches(pf, i, rg, row, max(row, start_row), columns)
+        row += n
+
+
 def expand_inputs(paths):
     """Files in the order given; a directory or glob expands in sorted path order."""
     files = []
@@ -216,14 +240,7 @@ class LocalSource:
                 task = ParquetTask(path, rg, skip, self.text_column, self.has_token_count)
                 yield Batch(None, {"file": i, "offset": row + skip, "cont": False}, task=task)
             else:
-                at = row
-                for b in pf.iter_batches(batch_size=BATCH_DOCS, row_groups=[rg], columns=cols):
-                    lo, at = max(0, row + skip - at), at + len(b)
-                    if lo < len(b):
-                        b = b.slice(lo)
-                        texts = [t if t is not None else "" for t in b.column(0).to_pylist()]
-                        counts = b.column(1).to_pylist() if self.has_token_count else None
-                        yield Batch(texts, {"file": i, "offset": at - len(b), "cont": False}, token_counts=counts)
+                yield from row_group_batches(pf, i, rg, row, row + skip, cols)
             row += n
 
     def _jsonl(self, path, start):
