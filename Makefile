@@ -28,6 +28,7 @@ bench: deps
 	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q matplotlib
 	$(PY) bench/bench.py
 	$(PY) bench/bench.py --scale
+	$(PY) bench/hub_readers.py
 
 # The real thing (needs the Hugging Face Hub): build-nanogpt's data, resumable.
 sample-10BT: deps

@@ -115,9 +115,10 @@ def test_resume_reads_the_pinned_sha_and_skips_done_files(hub, tmp_path, referen
     # the tree listing at start, beyond huggingface_hub's retries
     (dict(api_status=503, api_count=6, api_match="%2F10BT"), True),
     # a connection closed early while Content-Length promised more; a stall past the read timeout
+    # (False: the clients may absorb it; only the bytes are checked)
     (dict(match="*001_00000.parquet", trunc_after=5000, trunc_count=8), False),
     (dict(match="*002_00000.parquet", stall_after=1000, stall_secs=4, stall_count=1), False),
-    # beyond huggingface_hub's 5 retries, but datasets retries these itself
+    # beyond huggingface_hub's 5 retries: reach the tool's retry or not, the bytes must not change
     (dict(match="*001_00000.parquet", drop_after=1000, drop_count=8), False),
     (dict(match="*002_00000.parquet", status=429, status_count=7, retry_after=0), False),
 ])

@@ -4,7 +4,7 @@
   HuggingFaceFW/fineweb-edu (or --dataset) and to the output directory build-nanogpt and
   llm.c use (edu_fineweb10B, fineweb100B, ...).
 - Reproducible: `main` is resolved to a commit sha once, and every (re)open reads that sha.
-- Resumable: a batch's position is (file, `IterableDataset.state_dict()` of that file before it).
+- Resumable: a batch's position is (data file, row) for parquet, (data file, `state_dict()`) otherwise.
 - Survives the network: a transient failure the client libraries did not absorb re-opens the
   stream at the state after the last batch handed on, so no document is duplicated or lost.
 """
