@@ -1,4 +1,4 @@
-"""Stage 1 (remote): a Hugging Face dataset, streamed with `datasets` (no multi-GB cache on disk).
+"""Stage 1 (remote): a Hugging Face dataset, streamed file by file (no multi-GB cache on disk).
 
 - Names: `--remote 10BT` / `sample-10BT` / `default` / `CC-MAIN-2024-10` map to a config of
   HuggingFaceFW/fineweb-edu (or --dataset) and to the output directory build-nanogpt and
