@@ -591,6 +591,8 @@ def define_rows(args, meta):
     if fast:
         rows.append(("cnT", f"this tool, --tokenizer-backend tiktoken, parquet, --nprocs {n}", "t2",
                      lambda ld, tag: row_tool(meta, n, "parquet", ld, tag, extra=("--tokenizer-backend", "tiktoken"))))
+        rows.append(("ctT", f"this tool, --tokenizer-backend tiktoken, plain text, --nprocs {n}", "t2",
+                     lambda ld, tag: row_tool(meta, n, "text", ld, tag, extra=("--tokenizer-backend", "tiktoken"))))
     if shipped == n:
         rows = [r for r in rows if r[0] != "bn"]
     if args.only:
@@ -621,7 +623,7 @@ def run_main(args, cmdline):
             t = time.time()
             res = run_fn[key](logdir, tag)
             res["rate"] = res["tokens"] / res["wall"]
-            res["kind"] = "text" if key in ("ct", "ctx") else "parquet"
+            res["kind"] = "text" if key in ("ct", "ctx", "ctT") else "parquet"
             res["key"] = key
             if not args.keep_outputs and key[0] in "bc":
                 shutil.rmtree(os.path.join(OUT, "runs", tag), ignore_errors=True)

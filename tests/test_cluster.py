@@ -101,6 +101,21 @@ def test_ranks_then_assemble_is_byte_identical_to_one_machine(tmp_path, inputs, 
 
 
 @needs_data
+def test_ranks_started_at_the_same_moment(tmp_path, inputs):
+    """A Slurm array starts its tasks together: every rank writes parts/job.json at once."""
+    args = ["--input", inputs / "pq", "--shard-size", "250K", "--nprocs", "0"]
+    out = tmp_path / "o"
+    procs = [subprocess.Popen([sys.executable, str(REPO / "fineweb.py"), *map(str, args), "--local-dir", str(out),
+                               "--rank", str(r), "--world-size", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for r in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert run_cli("assemble", out).returncode == 0
+    outputs_equal(single(tmp_path, "ref", *args), out)
+
+
+@needs_data
 def test_rank_run_twice_skips_done_files_and_assemble_names_missing_ranks(tmp_path, inputs):
     args = ["--input", inputs / "pq", "--shard-size", "250K"]
     out = tmp_path / "o"

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 
 from .assemble import assemble
@@ -59,7 +60,8 @@ def prepare(job, world_size=None):
                 raise UserError(f"{job.out_dir}/{PARTS} holds parts of another run ({key} differs); "
                                 "rerun with the same settings, or --overwrite to start over")
     os.makedirs(parts_dir, exist_ok=True)
-    atomic_write(path, (json.dumps(plan, indent=1) + "\n").encode())
+    # every rank of an array may get here at the same moment: each writes under its own temporary name
+    atomic_write(path, (json.dumps(plan, indent=1) + "\n").encode(), tag=f".{socket.gethostname()}.{os.getpid()}")
     return plan
 
 

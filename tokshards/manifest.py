@@ -14,11 +14,12 @@ NAME = "manifest.json"
 VERSION = 1
 
 
-def atomic_write(path, write):
+def atomic_write(path, write, tag=""):
     """Write to a temporary name, fsync, rename, fsync the directory: a crash leaves old or new.
 
-    `write` is the bytes, or a function that writes to the open file (its result is returned)."""
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp")
+    `write` is the bytes, or a function that writes to the open file (its result is returned).
+    `tag` makes the temporary name unique when several processes may write the same file."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}{tag}.tmp")
     try:
         with open(tmp, "wb") as f:
             result = write(f) if callable(write) else f.write(write)

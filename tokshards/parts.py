@@ -116,5 +116,5 @@ def tokenize_file(job, i, nprocs=0):
         "index": i, "file": str(job.source.files[i]), "tokens": n, "bytes": n * tok.dtype.itemsize, "docs": docs,
         "sha256": h.hexdigest(), "has_counts": with_counts, "batches": batches,
     }
-    atomic_write(paths[2], (json.dumps(meta) + "\n").encode())
+    atomic_write(paths[2], (json.dumps(meta) + "\n").encode(), tag=f".{tag}")
     return dict(meta, skipped=False)
