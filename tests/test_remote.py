@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from conftest import FINEWEB_EDU, PARQUETS, needs_data, run_cli
+from conftest import FINEWEB_EDU, PARQUETS, REPO, needs_data, run_cli
 from hub import hub_env, start_hub
 
 pytestmark = needs_data
@@ -166,3 +166,43 @@ def test_user_errors_are_one_line(hub, tmp_path, args, env, needle):
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fineweb.py: error: ") and needle in lines[0], r.stderr
+
+
+def test_a_slow_consumer_does_not_make_the_reader_download_ahead(tmp_path):
+    """Tokenizing is slower than the network: the reader must fetch one row group at a time, not
+    the whole file in the background (datasets' streaming reader did: apache/arrow#39808)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    repo = tmp_path / "repo"
+    shutil.copytree(FINEWEB_EDU / "data", repo / "data")
+    shutil.copy(FINEWEB_EDU / "README.md", repo / "README.md")
+    (repo / "sample" / "10BT").mkdir(parents=True)
+    table = pa.concat_tables(pq.read_table(f) for f in PARQUETS)
+    path = repo / "sample" / "10BT" / "000_00000.parquet"
+    pq.write_table(table, path, row_group_size=100)  # 25 row groups of ~140 KB
+    size = path.stat().st_size
+    code = """if 1:
+        import sys, time
+        from tokshards.hub import HubSource
+        src = HubSource("HuggingFaceFW/fineweb-edu", "sample-10BT", None, "text", retries=0)
+        batches = src.file_batches(0)
+        next(batches)
+        print("first batch", flush=True)
+        time.sleep(3)  # a slow consumer
+        print("woke", flush=True)
+        """
+    with start_hub({"HuggingFaceFW/fineweb-edu": str(repo)}, tmp_path) as hub:
+        r = subprocess.run([sys.executable, "-c", code], env=hub_env(hub, tmp_path), cwd=str(REPO),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "woke" in r.stdout, r.stderr
+        got = 0
+        for e in hub.log():
+            if e["path"].endswith("000_00000.parquet") and e["method"] == "GET" and e["status"] == 206:
+                a, b = (int(x) for x in e["note"].split()[1].split("/")[0].split("-"))
+                got += b - a + 1
+    assert 0 < got < size / 4, (got, size)  # the footer and the first row group or two, not the file
