@@ -172,10 +172,52 @@ def test_interrupted_assembly_resumes_and_frees_parts_early(tmp_path, inputs):
         end += json.loads((out / "parts" / f"{i:06d}.json").read_text())["tokens"]
         assert (out / "parts" / f"{i:06d}.tokens").exists() == (end > 1_200_000), i
     assert not (out / "parts" / "000000.tokens").exists()
+    # rerunning the ranks now (as one would after a crash) must not redo the parts already used up
+    for rank in (0, 1):
+        r = run_cli(*args, "--local-dir", out, "--rank", rank, "--world-size", 2)
+        assert r.returncode == 0 and r.stderr.count("(already done)") == 2, r.stderr
+    assert not (out / "parts" / "000000.tokens").exists()
     r = run_cli("assemble", out)
     assert r.returncode == 0, r.stderr
     assert "assembling" in r.stderr and f"of {len(json.loads((out / 'manifest.json').read_text())['shards'])} shards" in r.stderr
     outputs_equal(single(tmp_path, "ref", *args), out)
+
+
+@needs_data
+def test_a_finished_run_with_parts_left_over_is_complete(tmp_path, inputs):
+    """Stopped while removing parts/ (after the manifest was written): complete, nothing redone."""
+    args = ["--input", inputs / "pq", "--shard-size", "1M"]
+    out = ranks(tmp_path / "o", 2, *args)
+    keep = tmp_path / "parts_copy"
+    shutil.copytree(out / "parts", keep)
+    assert run_cli("assemble", out).returncode == 0
+    shutil.copytree(keep, out / "parts")
+    r = run_cli(*args, "--local-dir", out, "--rank", 0, "--world-size", 2)
+    assert r.returncode == 0 and "already complete" in r.stderr and "file 1/" not in r.stderr
+    assert not (out / "parts").exists()
+    shutil.copytree(keep, out / "parts")
+    r = run_cli("assemble", out)
+    assert r.returncode == 0 and "already complete" in r.stderr and not (out / "parts").exists()
+    assert run_cli("verify", out).returncode == 0
+
+
+@needs_data
+def test_one_machine_run_over_parts_is_refused_and_ranks_share_the_revision(tmp_path):
+    out = tmp_path / "o"
+    assert run_cli("--input", *PARQUETS, "--local-dir", out, "--rank", 0, "--world-size", 2).returncode == 0
+    r = run_cli("--input", *PARQUETS, "--local-dir", out)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        f"fineweb.py: error: {out} holds a multi-machine run in progress ({out}/parts/); finish it with "
+        f"python fineweb.py assemble {out}, or add --overwrite to start over")
+    # a rank that starts later reads the commit the first one pinned, not `main` again
+    from tokshards.cli import DEFAULTS, _pinned_revision
+
+    hub_out = tmp_path / "hub"
+    (hub_out / "parts").mkdir(parents=True)
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    (hub_out / "parts" / "job.json").write_text(json.dumps(
+        {"source": {"dataset": "HuggingFaceFW/fineweb-edu", "config": "sample-10BT", "revision": sha}}))
+    assert _pinned_revision(str(hub_out), dict(DEFAULTS)) == sha
 
 
 JSONL_CARD = """---

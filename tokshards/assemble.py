@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -44,7 +45,7 @@ def load_parts(out_dir, plan):
     """Every part's record, in file order; names the files (and ranks) still missing."""
     metas, missing = [], []
     for i in range(plan["files"]):
-        meta = load_done(out_dir, i, check_sha=False) or _json_only(out_dir, i)
+        meta = load_done(out_dir, i, check_sha=False)
         if meta is None:
             missing.append(i)
         metas.append(meta)
@@ -57,15 +58,6 @@ def load_parts(out_dir, plan):
         raise UserError(f"{out_dir}: {len(missing)} of {plan['files']} files are not tokenized yet{ranks}: "
                         f"files {shown}; run them first (rerunning a rank skips its finished files)")
     return metas
-
-
-def _json_only(out_dir, i):
-    """A part whose tokens an earlier, interrupted assembly already used up and deleted."""
-    meta_path = part_paths(out_dir, i)[2]
-    if not os.path.exists(meta_path + ".used"):
-        return None
-    with open(meta_path) as f:
-        return json.load(f)
 
 
 def shard_specs(out_dir, settings, metas):
@@ -138,7 +130,7 @@ def write_shard(spec):
             del toks
         return len(head) + spec["tokens"] * dtype.itemsize, h.hexdigest(), docs, count_sum
 
-    nbytes, sha, docs, count_sum = atomic_write(spec["path"], write)
+    nbytes, sha, docs, count_sum = atomic_write(spec["path"], write, tag=f".{socket.gethostname()}.{os.getpid()}")
     return {
         "file": spec["file"], "split": spec["split"], "index": spec["index"], "tokens": spec["tokens"],
         "docs": docs, "bytes": nbytes, "sha256": sha, "token_count_sum": count_sum if spec["counts"] else None,
@@ -157,7 +149,9 @@ def assemble(out_dir, log=print, map_fn=None, workers=2, t0=None):
     """Cut every shard from the parts, write manifest.json, remove parts/. Returns the Manifest."""
     t0 = t0 or time.time()
     done_manifest = Manifest.load(out_dir)
-    if done_manifest is not None and done_manifest.data["complete"] and not os.path.isdir(os.path.join(out_dir, PARTS)):
+    if done_manifest is not None and done_manifest.data["complete"]:
+        # parts/ still there: the last run stopped while removing it, after the manifest was written
+        shutil.rmtree(os.path.join(out_dir, PARTS), ignore_errors=True)
         log(f"{out_dir} is already complete ({len(done_manifest.shards)} shards); nothing to do")
         return done_manifest
     plan = read_plan(out_dir)

@@ -2,6 +2,7 @@
 import argparse
 import codecs
 import errno
+import json
 import os
 import re
 import sys
@@ -147,6 +148,13 @@ def _pinned_revision(out_dir, opts):
     except UserError:
         return None
     src = m.data.get("source") if m else None
+    plan = os.path.join(out_dir, "parts", "job.json")
+    if src is None and os.path.exists(plan):  # ranks of a multi-machine run: the first one's commit
+        try:
+            with open(plan) as f:
+                src = json.load(f).get("source")
+        except (OSError, ValueError):
+            return None
     if isinstance(src, dict) and src.get("dataset") == opts["dataset"] and src.get("revision"):
         return src["revision"]
     return None

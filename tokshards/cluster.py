@@ -35,7 +35,8 @@ def prepare(job, world_size=None):
     m = Manifest.load(job.out_dir) if os.path.isdir(job.out_dir) else None
     parts_dir = os.path.join(job.out_dir, PARTS)
     if m is not None and not job.overwrite:
-        if m.data["complete"] and not os.path.isdir(parts_dir):
+        if m.data["complete"]:  # (a parts/ left by a run stopped while removing it goes too)
+            shutil.rmtree(parts_dir, ignore_errors=True)
             return None  # nothing to do
         if not os.path.isdir(parts_dir):
             raise UserError(f"{job.out_dir} holds an unfinished single-machine run; finish it without "
@@ -55,6 +56,10 @@ def prepare(job, world_size=None):
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
+        was = (old.get("source") or {}) if isinstance(old.get("source"), dict) else {}
+        if isinstance(plan["source"], dict) and was.get("revision") != plan["source"].get("revision"):
+            raise UserError(f"{job.out_dir}/{PARTS} was started at revision {was.get('revision')}, not "
+                            f"{plan['source'].get('revision')}; add --revision {was.get('revision')}")
         for key in ("settings", "source", "files"):
             if old.get(key) != plan[key]:
                 raise UserError(f"{job.out_dir}/{PARTS} holds parts of another run ({key} differs); "
@@ -99,6 +104,7 @@ def run_ray(job, address=None, nprocs=None, log=print, progress=None):
         import ray
     except ImportError:
         raise UserError("--engine ray needs Ray: pip install -r requirements-ray.txt") from None
+    _absolute_paths(job)  # Ray workers do not run in this directory
     if prepare(job) is None:
         log(f"{job.out_dir} is already complete; nothing to do")
         return Manifest.load(job.out_dir)
@@ -129,6 +135,13 @@ def run_ray(job, address=None, nprocs=None, log=print, progress=None):
     finally:
         if started:
             ray.shutdown()
+
+
+def _absolute_paths(job):
+    job.out_dir = os.path.abspath(job.out_dir)
+    job.source.files = [f if str(f).startswith("hf://") else os.path.abspath(f) for f in job.source.files]
+    if os.path.exists(job.tokenizer):  # a tokenizer.json
+        job.tokenizer = os.path.abspath(job.tokenizer)
 
 
 def _tokenize_one_cpu(job, i):

@@ -336,20 +336,23 @@ def read_ahead(streams, readers, depth=4):
     stop = threading.Event()
     running = deque()
 
+    def put(q, item):  # False once the consumer has stopped
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                pass
+        return False
+
     def pump(stream, q):
         try:
             for item in stream:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        pass
-                if stop.is_set():
+                if not put(q, item):
                     return
-            q.put(_DONE)
+            put(q, _DONE)
         except BaseException as e:  # handed to the consumer, raised there
-            q.put(e)
+            put(q, e)
         finally:
             close = getattr(stream, "close", None)
             if close:

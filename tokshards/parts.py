@@ -47,6 +47,8 @@ def load_done(out_dir, i, check_sha=True):
     try:
         with open(meta_path) as f:
             meta = json.load(f)
+        if os.path.exists(meta_path + ".used"):  # written into shards already, then deleted by assemble
+            return meta
         if os.path.getsize(tok_path) != meta["bytes"]:
             return None
         if meta["has_counts"] and os.path.getsize(counts_path) != 8 * meta["docs"]:

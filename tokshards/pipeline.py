@@ -171,6 +171,12 @@ def run(job, log=print, progress=None):
     settings = run_settings(job, tok)
     os.makedirs(job.out_dir, exist_ok=True)
     _clean_leftovers(job.out_dir)
+    parts = os.path.join(job.out_dir, "parts")
+    if os.path.exists(os.path.join(parts, "job.json")):
+        if not job.overwrite:
+            raise UserError(f"{job.out_dir} holds a multi-machine run in progress ({parts}/); finish it with "
+                            f"python fineweb.py assemble {job.out_dir}, or add --overwrite to start over")
+        shutil.rmtree(parts)
     if job.overwrite:
         _remove_old_output(job.out_dir, job.prefix)
     manifest = Manifest.start(job.out_dir, settings, job.source.describe(), job.overwrite)
