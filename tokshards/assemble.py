@@ -65,6 +65,8 @@ def shard_specs(out_dir, settings, metas):
     S, eot = settings["shard_size"], settings["eot"]
     cum = np.cumsum([0] + [m["tokens"] for m in metas]).tolist()
     total = cum[-1]
+    starts_of = [[x[0] for x in m["batches"]] for m in metas]  # each part's batch start tokens
+    counts = all(m["has_counts"] for m in metas)
     specs = []
     for k in range(-(-total // S)):
         lo, hi = k * S, min((k + 1) * S, total)
@@ -74,7 +76,7 @@ def shard_specs(out_dir, settings, metas):
             m = metas[p]
             a, b = max(lo, cum[p]) - cum[p], min(hi, cum[p + 1]) - cum[p]
             if b > a:
-                starts = [x[0] for x in m["batches"]]
+                starts = starts_of[p]
                 j = bisect.bisect_right(starts, a) - 1
                 tok_path, counts_path, _ = part_paths(out_dir, m["index"])
                 pieces.append([tok_path, counts_path if m["has_counts"] else None, a, b, starts[j], m["batches"][j][1]])
@@ -89,21 +91,20 @@ def shard_specs(out_dir, settings, metas):
         specs.append({
             "index": k, "file": name, "split": split, "path": os.path.join(out_dir, name),
             "format": settings["format"], "dtype": settings["dtype"], "eot": eot, "tokens": hi - lo,
-            "pieces": pieces, "counts": all(m["has_counts"] for m in metas),
+            "pieces": pieces, "counts": counts,
             "backend": " + ".join(sorted(b for b in backends if b)),
-            "end": None if hi - lo < S else _end(metas, cum, hi),
+            "end": None if hi - lo < S else _end(metas, starts_of, cum, hi),
         })
     return specs
 
 
-def _end(metas, cum, e):
+def _end(metas, starts_of, cum, e):
     """Where a single-machine run would resume after a shard ending at token e: the batch holding
     token e-1, and how many of its tokens the shards so far hold (pipeline.py's "end")."""
     p = bisect.bisect_right(cum, e - 1) - 1
-    m = metas[p]
-    starts = [x[0] for x in m["batches"]]
+    starts = starts_of[p]
     j = bisect.bisect_right(starts, e - 1 - cum[p]) - 1
-    return {"pos": m["batches"][j][2], "skip": e - cum[p] - starts[j]}
+    return {"pos": metas[p]["batches"][j][2], "skip": e - cum[p] - starts[j]}
 
 
 def write_shard(spec):

@@ -148,7 +148,9 @@ def _pinned_revision(out_dir, opts):
     except UserError:
         return None
     src = m.data.get("source") if m else None
-    plan = os.path.join(out_dir, "parts", "job.json")
+    from .parts import PARTS
+
+    plan = os.path.join(out_dir, PARTS, "job.json")
     if src is None and os.path.exists(plan):  # ranks of a multi-machine run: the first one's commit
         try:
             with open(plan) as f:

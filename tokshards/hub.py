@@ -258,20 +258,12 @@ class HubSource:
     def file_batches(self, i, pos=None):
         """The batches of file i, from position `pos` (one of its batches' start) on. A transient
         failure re-opens the file where the last batch handed on ended."""
-        if self.builder == "parquet":
-            yield from self._parquet_batches(i, pos)
-            return
-        state = pos["state"] if pos else None
+        read = self._parquet_batches if self.builder == "parquet" else self._datasets_batches
         retrier = Retrier(self.retries, self.retry_seconds, self.log)
         while True:
             try:
-                ds = self._open(i, state)
-                for b in ds.iter(batch_size=BATCH_DOCS):
-                    texts = [t or "" for t in b[self.text_column]]
-                    counts = b.get("token_count") if self.has_token_count else None
-                    yield Batch(texts, {"file": i, "state": state}, False, counts)
-                    # state_dict() is live: copy it, it is where the next batch starts
-                    state = copy.deepcopy(ds.state_dict())
+                for b, pos in read(i, pos):
+                    yield b
                     retrier.reset()
                 return
             except Exception as e:
@@ -281,22 +273,22 @@ class HubSource:
                 retrier.wait(e, f"streaming {os.path.basename(self.files[i])}")
 
     def _parquet_batches(self, i, pos):
-        row = pos["offset"] if pos else 0
-        retrier = Retrier(self.retries, self.retry_seconds, self.log)
-        while True:
-            try:
-                with self._open_file(i) as f:
-                    for b in parquet_batches(pq.ParquetFile(f), i, row, self.columns):
-                        n = len(b.texts)  # (the consumer may drop b.texts once it has them)
-                        yield b
-                        row = b.start["offset"] + n
-                        retrier.reset()
-                return
-            except Exception as e:
-                self._raise_if_user_error(e)
-                if not is_transient(e):
-                    raise
-                retrier.wait(e, f"streaming {os.path.basename(self.files[i])}")
+        """(batch, position after it) from position pos: {"file", "offset": row, "cont"}."""
+        with self._open_file(i) as f:
+            for b in parquet_batches(pq.ParquetFile(f), i, pos["offset"] if pos else 0, self.columns):
+                yield b, dict(b.start, offset=b.start["offset"] + len(b.texts))
+
+    def _datasets_batches(self, i, pos):
+        """(batch, position after it) from position pos: {"file", "state": the dataset's state_dict}."""
+        state = pos["state"] if pos else None
+        ds = self._open(i, state)
+        for b in ds.iter(batch_size=BATCH_DOCS):
+            texts = [t or "" for t in b[self.text_column]]
+            counts = b.get("token_count") if self.has_token_count else None
+            # state_dict() is live: copy it, it is where the next batch starts
+            after = {"file": i, "state": copy.deepcopy(ds.state_dict())}
+            yield Batch(texts, {"file": i, "state": state}, False, counts), after
+            state = after["state"]
 
     def batches(self, pos=None):
         if pos is not None and "file" not in pos:

@@ -21,6 +21,7 @@ from contextlib import closing
 import numpy as np
 
 from .errors import UserError
+from .formats import sha256_file
 from .manifest import _unlink, atomic_write, fsync_dir
 from .tokenizer import Tokenizer
 
@@ -55,17 +56,9 @@ def load_done(out_dir, i, check_sha=True):
             return None
     except (OSError, ValueError, KeyError):
         return None
-    if check_sha and _sha256(tok_path) != meta["sha256"]:
+    if check_sha and sha256_file(tok_path) != meta["sha256"]:
         return None
     return meta
-
-
-def _sha256(path, block=8 << 20):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tokenize_file(job, i, nprocs=0):

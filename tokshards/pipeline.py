@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import UserError
 from .manifest import Manifest, _unlink
-from .parts import run_settings
+from .parts import PARTS, run_settings
 from .tokenizer import MismatchError, Tokenizer, encode, encode_in_worker, init_worker
 from .writer import ShardWriter, shard_files_on_disk
 
@@ -171,7 +171,7 @@ def run(job, log=print, progress=None):
     settings = run_settings(job, tok)
     os.makedirs(job.out_dir, exist_ok=True)
     _clean_leftovers(job.out_dir)
-    parts = os.path.join(job.out_dir, "parts")
+    parts = os.path.join(job.out_dir, PARTS)
     if os.path.exists(os.path.join(parts, "job.json")):
         if not job.overwrite:
             raise UserError(f"{job.out_dir} holds a multi-machine run in progress ({parts}/); finish it with "

@@ -52,8 +52,8 @@ class ParquetTask:
         cols = [self.text_column] + (["token_count"] if self.with_counts else [])
         # one worker per core: pyarrow's own thread pool only competes with the other workers
         table = pf.read_row_group(self.row_group, columns=cols, use_threads=False).slice(self.skip)
-        texts = [t if t is not None else "" for t in table.column(0).to_pylist()]  # null text: empty document
-        return texts, (table.column(1).to_pylist() if self.with_counts else None)
+        # the Arrow text column: tokenizer.encode makes the strings (null text: an empty document)
+        return table.column(0), (table.column(1).to_pylist() if self.with_counts else None)
 
 
 @dataclass

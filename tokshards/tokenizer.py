@@ -241,6 +241,6 @@ def encode(tok, texts, first_continues, task=None):
     counts = None
     if task is not None:
         texts, counts = task.read()
-    elif not isinstance(texts, list):  # an Arrow string column (parquet): made into str here, not by the reader
+    if not isinstance(texts, list):  # an Arrow string column (parquet): made into str here, not by the reader
         texts = [t if t is not None else "" for t in texts.to_pylist()]  # null text: empty document
     return tok.encode_batch(texts, first_continues), counts

@@ -7,6 +7,7 @@ import numpy as np
 from .errors import UserError
 from .formats import open_tokens, sha256_file
 from .manifest import Manifest
+from .parts import PARTS
 from .writer import shard_files_on_disk
 
 
@@ -14,9 +15,9 @@ def verify(out_dir):
     """Return (problems, summary lines). An empty problem list means every byte checks out."""
     m = Manifest.load(out_dir)
     if m is None:
-        plan = os.path.join(out_dir, "parts", "job.json")
+        plan = os.path.join(out_dir, PARTS, "job.json")
         if os.path.exists(plan):
-            done = len(glob.glob(os.path.join(out_dir, "parts", "[0-9]*.json")))
+            done = len(glob.glob(os.path.join(out_dir, PARTS, "[0-9]*.json")))
             raise UserError(f"{out_dir} is a multi-machine run in progress ({done} source files tokenized); "
                             f"once every rank is done: python fineweb.py assemble {out_dir}")
         raise UserError(f"{out_dir} has no manifest.json: not an output directory of this tool")
