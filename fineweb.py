@@ -6,12 +6,11 @@
     python fineweb.py inspect DIR          # summary + the first documents decoded back to text
     python fineweb.py merge DIR            # nanoGPT train.bin/val.bin, or --format to convert shards
 
-The work is done by the modules of tokshards/, one per stage:
-sources.py / hub.py (read) -> tokenizer.py -> writer.py -> manifest.py, joined by pipeline.py.
+The work is done by the modules of tokshards/, one per stage (README: "How it works"):
+sources.py / hub.py (read) -> pool.py (tokenize) -> writer.py (shards) -> manifest.py, joined by
+pipeline.py, in an output directory owned by outdir.py.
 """
-import sys
+from tokshards.command import main
 
-from tokshards.cli import main
-
-if __name__ == "__main__":  # the guard multiprocessing needs under spawn/forkserver
-    sys.exit(main())
+if __name__ == "__main__":  # the guard multiprocessing needs: its workers import this file too
+    main()

@@ -156,7 +156,7 @@ def test_interrupted_assembly_resumes_and_frees_parts_early(tmp_path, inputs):
     out = ranks(tmp_path / "o", 2, *args)
 
     def dies_after_12(fn, specs):
-        for n, entry in enumerate(local_map(fn, sorted(specs, key=lambda s: s["index"]), 1)):
+        for n, entry in enumerate(local_map(fn, sorted(specs, key=lambda s: s.index), 1)):
             if n == 12:
                 raise KeyboardInterrupt
             yield entry
@@ -210,14 +210,14 @@ def test_one_machine_run_over_parts_is_refused_and_ranks_share_the_revision(tmp_
         f"fineweb.py: error: {out} holds a multi-machine run in progress ({out}/parts/); finish it with "
         f"python fineweb.py assemble {out}, or add --overwrite to start over")
     # a rank that starts later reads the commit the first one pinned, not `main` again
-    from tokshards.cli import DEFAULTS, _pinned_revision
+    from tokshards.cli import DEFAULTS, pinned_revision
 
     hub_out = tmp_path / "hub"
     (hub_out / "parts").mkdir(parents=True)
     sha = "0123456789abcdef0123456789abcdef01234567"
     (hub_out / "parts" / "job.json").write_text(json.dumps(
         {"source": {"dataset": "HuggingFaceFW/fineweb-edu", "config": "sample-10BT", "revision": sha}}))
-    assert _pinned_revision(str(hub_out), dict(DEFAULTS)) == sha
+    assert pinned_revision(str(hub_out), dict(DEFAULTS)) == sha
 
 
 JSONL_CARD = """---

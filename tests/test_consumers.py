@@ -71,7 +71,7 @@ def commands(monkeypatch):
 
 
 def shard_paths(d, split=None):
-    return [os.path.join(d, s["file"]) for s in Manifest.load(d).shards if split in (None, s["split"])]
+    return [os.path.join(d, s.file) for s in Manifest.load(d).shards if split in (None, s.split)]
 
 
 # --- nanoGPT: train.py get_batch on raw uint16 .bin ---
@@ -181,7 +181,7 @@ def test_modded_nanogpt_load_data_shard(runs, expected):
     assert np.array_equal(tokens, expected)
     assert tokens[0] == EOT  # BOS-aligned batches start at an end-of-text token: one leads every document
     bos_idx = np.flatnonzero(tokens == EOT)
-    assert len(bos_idx) == sum(s["docs"] for s in Manifest.load(runs["llmc"]).shards)
+    assert len(bos_idx) == sum(s.docs for s in Manifest.load(runs["llmc"]).shards)
 
 
 # --- fineweb.py merge ---
@@ -189,7 +189,8 @@ def test_modded_nanogpt_load_data_shard(runs, expected):
 def test_merge_writes_train_and_val_bin(runs, tmp_path):
     out = tmp_path / "nanogpt"
     assert cli.main(["merge", runs["npy"], "--out", str(out), "--quiet"]) == 0
-    assert sorted(os.listdir(out)) == ["train.bin", "val.bin"]  # no temporary files left behind
+    # no temporary files left behind; merge.json records what merge wrote (it never replaces another's train.bin)
+    assert sorted(os.listdir(out)) == ["merge.json", "train.bin", "val.bin"]
     raw = {p: np.load(p).tobytes() for p in shard_paths(runs["npy"])}
     assert (out / "val.bin").read_bytes() == b"".join(raw[p] for p in shard_paths(runs["npy"], "val"))
     assert (out / "train.bin").read_bytes() == b"".join(raw[p] for p in shard_paths(runs["npy"], "train"))
@@ -203,7 +204,7 @@ def test_merge_writes_train_and_val_bin(runs, tmp_path):
 
 def same_output(a, b):
     """Byte-identical shards, and manifests equal but for the run time."""
-    ma, mb = Manifest.load(a).data, Manifest.load(b).data
+    ma, mb = Manifest.load(a).to_json(), Manifest.load(b).to_json()
     ma.pop("seconds", None), mb.pop("seconds", None)
     assert ma == mb
     for s in ma["shards"]:
@@ -227,7 +228,7 @@ def test_convert_round_trip_equals_direct_runs(runs, tmp_path):
 def test_interrupted_in_place_conversion_finishes_on_rerun(runs, tmp_path):
     d = tmp_path / "half"
     shutil.copytree(runs["bin"], d)
-    name = Manifest.load(runs["bin"]).shards[1]["file"]
+    name = Manifest.load(runs["bin"]).shards[1].file
     shutil.copy(os.path.join(runs["llmc"], name), d / name)  # killed after converting one shard
     assert cli.main(["merge", str(d), "--format", "llmc", "--quiet"]) == 0
     same_output(str(d), runs["llmc"])
@@ -243,7 +244,7 @@ def test_merge_refuses_corrupt_shards_and_bad_arguments(runs, tmp_path, capsys):
     unfinished = tmp_path / "unfinished"
     shutil.copytree(runs["npy"], unfinished)
     m = Manifest.load(str(unfinished))
-    m.data["complete"] = False
+    m.complete = False
     m.save()
     cases = [
         (["merge", str(d), "--out", str(tmp_path / "o1")], "sha256 differs"),
@@ -261,7 +262,7 @@ def test_merge_refuses_corrupt_shards_and_bad_arguments(runs, tmp_path, capsys):
         assert err.startswith("fineweb.py: error: ") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "o1" / "train.bin").exists()
     assert not glob.glob(str(tmp_path / "o1" / ".*.tmp")) and not glob.glob(str(d / ".*.tmp"))
-    assert Manifest.load(str(d)).data["settings"]["format"] == "bin"
+    assert Manifest.load(str(d)).settings["format"] == "bin"
 
 
 # --- fineweb.py inspect ---

@@ -10,11 +10,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import PARQUETS, needs_data, real_texts
-from tokshards import fastgpt2, tokenizer
+from tokshards import fastgpt2, pool, tokspec
 from tokshards.cli import main
-from tokshards.tokenizer import MismatchError, Tokenizer
+from tokshards.encoders import MismatchError, make_encoder
+from tokshards.positions import Position
+from tokshards.sources import Batch
 
 pytest.importorskip("fastokens")
+
+
+def Tokenizer(name, eot_token=None, backend="auto", check_every=1000):
+    """An encoder as a worker builds it (tokspec.load in the parent, make_encoder in the worker)."""
+    spec, prebuilt = tokspec.load(name, eot_token)
+    return make_encoder(spec, backend, check_every, prebuilt)
+
+
 FAST = Tokenizer("gpt2", backend="fast", check_every=0)
 SLOW = Tokenizer("gpt2", backend="tiktoken")
 
@@ -169,35 +179,26 @@ def test_check_passes_exact_output():
         ref = Tokenizer("gpt2", eot, backend="tiktoken")
         for first_continues in (False, True):
             assert np.array_equal(tok.encode_batch(texts, first_continues), ref.encode_batch(texts, first_continues))
-        assert tok._fast_docs == 2 * len(texts)  # every document was checked
+        assert tok.checked_from == 2 * len(texts)  # every document was checked
 
 
 def test_workers_get_the_parents_tiktoken_encoding(monkeypatch):
-    """init_worker(*tok.worker_args()) rebuilds the parent's encoding without reading the vocabulary again."""
+    """A worker builds its encoder from the parent's EncoderArgs without reading the vocabulary again."""
     import tiktoken
 
-    parent = Tokenizer("gpt2", backend="fast", check_every=1, encode=False)  # as pipeline.run with workers
-    args = pickle.loads(pickle.dumps(parent.worker_args()))  # what the pool sends
+    spec, prebuilt = tokspec.load("gpt2")  # as the command line does, once, in the parent
+    args = pickle.loads(pickle.dumps(pool.EncoderArgs(spec, "fast", 1, prebuilt)))  # what a worker receives
 
     def no_get_encoding(name):
         raise AssertionError("a worker called tiktoken.get_encoding")
 
     monkeypatch.setattr(tiktoken, "get_encoding", no_get_encoding)
-    monkeypatch.setenv("FASTOKENS_BPE_THREADS", "")  # init_worker sets these and SIGINT for its process:
-    monkeypatch.setenv("RAYON_NUM_THREADS", "")  # undo them for this one
-    monkeypatch.setattr(tokenizer, "_worker_tok", None)
-    monkeypatch.setattr(tokenizer, "_worker_error", None)
-    sigint = signal.getsignal(signal.SIGINT)
-    try:
-        tokenizer.init_worker(*args)
-    finally:
-        signal.signal(signal.SIGINT, sigint)
-    assert tokenizer._worker_error is None
+    enc = args.build()
     texts = ["Hello world", "<|endoftext|> literal", "naïve café 漢字 🎉"]
-    ids, counts, backend = tokenizer.encode_in_worker(texts, False)
-    assert backend.startswith("fastokens ") and counts is None
-    assert np.array_equal(ids, SLOW.encode_batch(texts)) and ids.dtype == SLOW.dtype
-    assert tokenizer._worker_tok.eot == SLOW.eot and tokenizer._worker_tok.n_vocab == SLOW.n_vocab
+    ids, counts = pool.encode(enc, Batch(texts, Position(0)))
+    assert enc.backend.startswith("fastokens ") and counts is None
+    assert np.array_equal(ids, SLOW.encode_batch(texts)) and ids.dtype == SLOW.spec.np_dtype
+    assert enc.spec.eot == SLOW.spec.eot and enc.spec.n_vocab == SLOW.spec.n_vocab
 
 
 def test_missing_fastokens(tmp_path, monkeypatch, capsys):

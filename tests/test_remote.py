@@ -206,3 +206,16 @@ def test_a_slow_consumer_does_not_make_the_reader_download_ahead(tmp_path):
                 a, b = (int(x) for x in e["note"].split()[1].split("/")[0].split("-"))
                 got += b - a + 1
     assert 0 < got < size / 4, (got, size)  # the footer and the first row group or two, not the file
+
+
+def test_quiet_silences_the_client_libraries_retry_lines_too(hub, tmp_path, reference):
+    """--quiet: only errors. huggingface_hub logs its own retries ("Retrying in 1s [Retry 1/5]");
+    those are silenced with the tool's."""
+    hub.faults(match="*001_00000.parquet", status=503, status_count=2)
+    r = remote(hub, tmp_path, "--remote", "10BT")
+    assert r.returncode == 0 and "Retry" in r.stderr, r.stderr  # the fault is seen without --quiet
+    hub.faults(match="*002_00000.parquet", status=503, status_count=2)
+    r = remote(hub, tmp_path, "--remote", "10BT", "--quiet", "--local-dir", tmp_path / "q")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert sum(hub.fired().values()) > 0
+    assert files_of(tmp_path / "q") == reference

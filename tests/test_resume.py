@@ -97,8 +97,11 @@ frag = os.environ.get("TEST_FRAGMENT")
 if frag:  # small read chunks and document limit: plain text documents get cut into fragments
     import tokshards.textfile as T
     chunk, maxdoc = map(int, frag.split(","))
-    # plan_ranges(path, start, cont, sep, task_bytes, chunk_bytes, max_doc_bytes): where the parent cuts
-    T.plan_ranges.__defaults__ = (0, False, "\n\n", 2 << 20, chunk, maxdoc)
+    # plan_ranges' chunk_bytes and max_doc_bytes defaults: where the parent cuts
+    import inspect
+    names = [p for p in inspect.signature(T.plan_ranges).parameters][-len(T.plan_ranges.__defaults__):]
+    T.plan_ranges.__defaults__ = tuple(chunk if n == "chunk_bytes" else maxdoc if n == "max_doc_bytes" else d
+                                       for n, d in zip(names, T.plan_ranges.__defaults__))
 
 sys.argv = [os.path.join(os.getcwd(), "fineweb.py")] + sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
@@ -337,8 +340,9 @@ def one_line_error(rc, err, *needles, out=None):
 
 
 def snapshot(d):
-    """Names and bytes of everything in d (to prove a refused run changed nothing)."""
-    return {f: (Path(d) / f).read_bytes() for f in sorted(os.listdir(d))}
+    """Names and bytes of everything in d (to prove a refused run changed nothing); the lock file says
+    who holds the directory, not what is in it."""
+    return {f: (Path(d) / f).read_bytes() for f in sorted(os.listdir(d)) if f != ".fineweb.lock"}
 
 
 # ---------------------------------------------------------------- crash and resume
@@ -737,7 +741,7 @@ def test_disk_check_refuses_before_writing_anything(tmp_path, inputs, cli, monke
     out = tmp_path / "out"
     rc, _, err = cli(*source_args("pq", inputs), "--local-dir", out, "--nprocs", "0", "--quiet",
                      "--shard-size", "200K", *extra)
-    one_line_error(rc, err, "GB free", "--no-disk-check", "--max-tokens")
+    one_line_error(rc, err, "500.0 kB free", "--no-disk-check", "--max-tokens")
     assert not out.exists() or os.listdir(out) == [], os.listdir(out)
 
 
@@ -856,24 +860,27 @@ def test_streamed_shards_equal_whole_shard_writes(tmp_path, fmt):
     import tokshards.writer as W
     from tokshards.formats import write_shard
     from tokshards.manifest import Manifest
+    from tokshards.pool import Encoded
+    from tokshards.positions import Position
 
-    m = Manifest(str(tmp_path), {"shards": []})
-    w = W.ShardWriter(m, "t", fmt, "<u2", 1000, 7)
+    settings = {"prefix": "t", "format": fmt, "dtype": "<u2", "shard_size": 1000, "eot": 7}
+    m = Manifest(str(tmp_path), settings, [])
+    w = W.ShardWriter(m, "<u2", 7)
     rng = np.random.default_rng(1)
     tokens = rng.integers(0, 40, 3456).astype("<u2")
     cuts = [0, 10, 900, 1000, 2600, 2601, 3456]  # batches within, across and over shards
     for a, b in zip(cuts, cuts[1:]):
-        w.add(tokens[a:b], a, 0, None, "x")
-    w.flush(None)
-    assert [s["tokens"] for s in m.shards] == [1000, 1000, 1000, 456]
+        w.add(Encoded(Position(0, a), False, tokens[a:b], None, "x"), 0, b - a)
+    w.finish()
+    assert [s.tokens for s in m.shards] == [1000, 1000, 1000, 456]
     for s, a in zip(m.shards, range(0, 3456, 1000)):
         t = tokens[a : a + 1000]
         head = W.header_for(fmt, t.dtype, len(t))
-        data = (tmp_path / s["file"]).read_bytes()
+        data = (tmp_path / s.file).read_bytes()
         assert data == head + t.tobytes(), s
-        assert (s["bytes"], s["sha256"], s["docs"]) == (len(data), hashlib.sha256(data).hexdigest(),
-                                                        int(np.count_nonzero(t == 7))), s
+        assert (s.bytes, s.sha256, s.docs) == (len(data), hashlib.sha256(data).hexdigest(),
+                                               int(np.count_nonzero(t == 7))), s
         with open(tmp_path / "ref", "wb") as f:
-            assert write_shard(f, fmt, t) == (s["bytes"], s["sha256"])
+            assert write_shard(f, fmt, t) == (s.bytes, s.sha256)
         assert (tmp_path / "ref").read_bytes() == data
     assert not tmp_files(tmp_path)

@@ -1,16 +1,25 @@
-"""The command line: flags (and TOML presets) -> a Job; subcommands for what comes after."""
+"""The command line: flags (and TOML presets) -> a checked Job; subcommands for what comes after.
+
+Every setting is checked here, before anything is read or written: a mistake costs one line and
+exit code 1 at start, not a traceback hours in. Ctrl-C and SIGTERM end any command with one line
+(exit 130 / 143) after its clean-up; the modules that do the work are imported only by the command
+that needs them (`--help` and the one-line errors stay fast).
+"""
 import argparse
 import codecs
 import errno
-import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import tomllib
 
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .formats import FORMATS
+from .manifest import PREFIX_CHARS, valid_prefix
+from .outdir import URL, check_path, os_error_line, recorded_source
 
 DEFAULTS = {
     "dataset": "HuggingFaceFW/fineweb-edu", "remote": "sample-10BT", "input": None, "text_column": "text",
@@ -33,6 +42,19 @@ EXAMPLES = """examples:
   python fineweb.py --remote 100BT --rank $SLURM_ARRAY_TASK_ID --world-size 64   # then:
   python fineweb.py assemble edu_fineweb100B          # cut the shards once every rank is done
 Rerun the same command after a crash or Ctrl-C: it resumes after the last complete shard."""
+
+
+# The type each setting has in a TOML preset (what its flag parses to); `overwrite` is not one:
+# a preset that says it would turn every "rerun to resume" into "delete everything".
+PRESET_TYPES = {
+    "dataset": str, "remote": str, "input": (str, list), "text_column": str, "doc_separator": str,
+    "local_dir": str, "prefix": str, "shard_size": (int, str), "format": str, "tokenizer": str, "eot_token": str,
+    "tokenizer_backend": str, "check_every": int, "nprocs": int, "max_tokens": (int, str), "revision": str,
+    "readers": int, "engine": str, "ray_address": str, "rank": int, "world_size": int, "retries": int,
+    "retry_time": (int, float), "quiet": bool, "disk_check": bool,
+}
+CHOICES = {"format": FORMATS, "tokenizer_backend": ("auto", "fast", "tiktoken"), "engine": ("local", "ray")}
+STOP_WATCHDOG_SECONDS = 10  # after Ctrl-C/SIGTERM, the clean-up may take this long, never more
 
 
 def parse_size(text):
@@ -113,85 +135,131 @@ def build_parser():
     return p
 
 
+def read_preset(path):
+    """A TOML preset's settings, each checked against its flag's type and choices."""
+    try:
+        with open(path, "rb") as f:
+            cfg = tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--config {path}: cannot read it ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"--config {path}: invalid TOML ({e})") from None
+    opts = {}
+    for k, v in cfg.items():
+        key = k.replace("-", "_")
+        if key == "overwrite":
+            raise UserError(f"--config {path}: 'overwrite' cannot be set in a preset (a rerun would delete the "
+                            "run instead of resuming it); give --overwrite on the command line when you mean it")
+        if key not in PRESET_TYPES:
+            raise UserError(f"--config {path}: unknown setting {k!r} (known: {', '.join(sorted(PRESET_TYPES))})")
+        want = PRESET_TYPES[key]
+        wants = want if isinstance(want, tuple) else (want,)
+        ok = isinstance(v, wants) and not (isinstance(v, bool) and bool not in wants)
+        if ok and key == "input" and isinstance(v, list):
+            ok = all(isinstance(x, str) for x in v)
+        if not ok:
+            names = " or ".join({str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+                                 list: "a list of strings"}[t] for t in wants)
+            raise UserError(f"--config {path}: {k} = {v!r} should be {names}")
+        if key in CHOICES and v not in CHOICES[key]:
+            raise UserError(f"--config {path}: {k} = {v!r} is not one of {', '.join(CHOICES[key])}")
+        opts[key] = v
+    return opts
+
+
 def merge(ns):
     """Defaults < --config file < command-line flags."""
     opts = dict(DEFAULTS)
     cfg_path = getattr(ns, "config", None)
     if cfg_path:
-        try:
-            with open(cfg_path, "rb") as f:
-                cfg = tomllib.load(f)
-        except FileNotFoundError:
-            raise UserError(f"--config {cfg_path}: no such file") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UserError(f"--config {cfg_path}: invalid TOML ({e})") from None
-        for k, v in cfg.items():
-            key = k.replace("-", "_")
-            if key not in DEFAULTS:
-                raise UserError(f"--config {cfg_path}: unknown setting {k!r} (known: {', '.join(sorted(DEFAULTS))})")
-            opts[key] = v
+        opts.update(read_preset(cfg_path))
     opts.update({k: v for k, v in vars(ns).items() if k != "config"})
     if isinstance(opts["input"], str):
         opts["input"] = [opts["input"]]
     return opts
 
 
-def _pinned_revision(out_dir, opts):
-    """A resumed Hub run reads the commit the run began with, even if `main` has moved since:
-    one output never mixes two versions of a dataset."""
-    from .manifest import Manifest
-
-    if opts["overwrite"] or not os.path.isdir(out_dir):
-        return None
+def check_opts(opts):
+    """Every setting that can be judged without reading anything: one line for the first wrong one."""
+    for key, low in (("nprocs", 0), ("check_every", 0), ("retries", 0), ("readers", 1), ("world_size", 1)):
+        if opts[key] is not None and opts[key] < low:
+            raise UserError(f"--{key.replace('_', '-')} {opts[key]}: must be {low} or more")
+    if opts["retry_time"] <= 0:
+        raise UserError(f"--retry-time {opts['retry_time']}: must be more than 0 seconds")
+    if opts["prefix"] is not None and not valid_prefix(opts["prefix"]):
+        raise UserError(f"--prefix {opts['prefix']!r}: a file name prefix of {PREFIX_CHARS}, "
+                        "not starting with '.'")
+    if opts["local_dir"] is not None:
+        check_path(opts["local_dir"])
+    for p in opts["input"] or ():
+        if URL.match(str(p)):
+            raise UserError(f"--input {p}: URLs (s3://, gs://, ...) are not supported yet; give local files "
+                            "(a mounted bucket works)")
     try:
-        m = Manifest.load(out_dir)
-    except UserError:
-        return None
-    src = m.data.get("source") if m else None
-    from .parts import PARTS
+        sep = codecs.decode(opts["doc_separator"], "unicode_escape")
+    except UnicodeDecodeError as e:
+        raise UserError(f"--doc-separator {opts['doc_separator']!r}: not a valid escape sequence ({e.reason}); "
+                        "write a newline as \\n, a tab as \\t") from None
+    if not sep:
+        raise UserError("--doc-separator must not be empty")
+    shard_size = parse_size(opts["shard_size"])
+    if opts["format"] == "llmc" and shard_size >= 2**31:
+        raise UserError(f"--shard-size {opts['shard_size']}: llm.c shards hold fewer than 2**31 tokens "
+                        "(its header counts them in an int32); use a smaller --shard-size")
+    max_tokens = parse_size(opts["max_tokens"]) if opts["max_tokens"] is not None else None
+    return sep, shard_size, max_tokens
 
-    plan = os.path.join(out_dir, PARTS, "job.json")
-    if src is None and os.path.exists(plan):  # ranks of a multi-machine run: the first one's commit
-        try:
-            with open(plan) as f:
-                src = json.load(f).get("source")
-        except (OSError, ValueError):
-            return None
-    if isinstance(src, dict) and src.get("dataset") == opts["dataset"] and src.get("revision"):
+
+def pinned_revision(out_dir, opts):
+    """A resumed Hub run reads the commit the run began with, even if `main` has moved since: one
+    output never mixes two versions of a dataset. Later ranks read the commit the first one pinned."""
+    if opts["overwrite"]:
+        return None
+    src = recorded_source(out_dir)
+    if isinstance(src, dict) and src.get("dataset") == opts["dataset"] and isinstance(src.get("revision"), str):
         return src["revision"]
     return None
 
 
 def make_job(opts, log):
+    # imported here, not at the top: reading the data needs numpy, pyarrow, datasets (slow to import)
     from .hub import HubSource, default_readers, naming
-    from .pipeline import Job
+    from .job import Job
     from .sources import LocalSource, expand_inputs
+    from .tokspec import load
 
-    sep = codecs.decode(opts["doc_separator"], "unicode_escape")
-    if not sep:
-        raise UserError("--doc-separator must not be empty")
+    sep, shard_size, max_tokens = check_opts(opts)
+    spec, prebuilt = load(opts["tokenizer"], opts["eot_token"])
     config_name = None
     if opts["input"]:
-        files = expand_inputs(opts["input"])
-        source = LocalSource(files, opts["text_column"], sep)
         first = os.path.basename(os.path.normpath(opts["input"][0]))
         stem = re.sub(r"(\.(parquet|jsonl|json|txt|text|md|gz|zst))+$", "", first, flags=re.I)
         stem = re.sub(r"[^0-9A-Za-z]+", "_", stem).strip("_") or "input"
         prefix, local_dir = stem, f"{stem}_shards"
+        out_dir = opts["local_dir"] or local_dir
+        files = expand_inputs(opts["input"], exclude=out_dir)
+        source = LocalSource(files, opts["text_column"], sep, spec.cut_rule, log)
     else:
         config_name, prefix, local_dir = naming(opts["dataset"], opts["remote"])
-        revision = opts["revision"] or _pinned_revision(opts["local_dir"] or local_dir, opts)
+        out_dir = opts["local_dir"] or local_dir
+        check_path(out_dir)
+        if opts["quiet"]:  # the client libraries' own retry lines too
+            from datasets.utils import logging as datasets_logging
+            from huggingface_hub.utils import logging as hub_logging
+
+            hub_logging.set_verbosity_error()
+            datasets_logging.set_verbosity_error()
+        revision = opts["revision"] or pinned_revision(out_dir, opts)
         readers = opts["readers"] or default_readers(opts["nprocs"])
         source = HubSource(opts["dataset"], config_name, revision, opts["text_column"],
                            opts["retries"], opts["retry_time"], log, readers)
-    max_tokens = parse_size(opts["max_tokens"]) if opts["max_tokens"] is not None else None
     return Job(
-        source=source, out_dir=opts["local_dir"] or local_dir, prefix=opts["prefix"] or prefix,
-        fmt=opts["format"], tokenizer=opts["tokenizer"], eot_token=opts["eot_token"],
-        backend=opts["tokenizer_backend"], check_every=opts["check_every"],
-        shard_size=parse_size(opts["shard_size"]), max_tokens=max_tokens, nprocs=opts["nprocs"],
-        text_column=opts["text_column"], doc_separator=sep, overwrite=opts["overwrite"],
-        disk_check=opts["disk_check"], config_name=config_name,
+        source=source, out_dir=out_dir, prefix=opts["prefix"] or prefix, spec=spec, prebuilt=prebuilt,
+        fmt=opts["format"], backend=opts["tokenizer_backend"], check_every=opts["check_every"],
+        shard_size=shard_size, max_tokens=max_tokens, nprocs=opts["nprocs"], text_column=opts["text_column"],
+        doc_separator=sep, overwrite=opts["overwrite"], disk_check=opts["disk_check"], config_name=config_name,
     )
 
 
@@ -232,58 +300,63 @@ class LineProgress:
         if now - self.last >= self.every:
             self.last = now
             rate = (self.n - self.n0) / max(now - self.t0, 1e-9)
-            pct = f" ({100 * self.n / self.total:.1f}% of ~{self.total:,})" if self.total else ""
-            eta = f", ~{(self.total - self.n) / rate / 3600:.1f} h left" if self.total and rate else ""
+            known = self.total and self.n < self.total  # the total is an estimate: past it, say nothing of it
+            pct = f" ({100 * self.n / self.total:.1f}% of ~{self.total:,})" if known else ""
+            eta = f", ~{(self.total - self.n) / rate / 3600:.1f} h left" if known and rate else ""
             self.log(f"progress: {self.n:,} tokens{pct}, {rate / 1e6:.2f}M tok/s{eta}")
 
     def close(self, ok=True):
         pass
 
 
+def check_engine(opts, max_tokens):
+    if opts["rank"] is not None or opts["world_size"] is not None:
+        if opts["rank"] is None or opts["world_size"] is None:
+            raise UserError("--rank R and --world-size N go together (0 <= R < N)")
+        if not 0 <= opts["rank"] < opts["world_size"]:
+            raise UserError(f"--rank {opts['rank']} is not in 0..{opts['world_size'] - 1} "
+                            f"(--world-size {opts['world_size']})")
+        if opts["engine"] != "local":
+            raise UserError("--rank/--world-size split the files without an engine; drop --engine ray")
+        if opts["overwrite"]:
+            raise UserError("--overwrite with --rank would delete the other ranks' work; "
+                            "delete the output directory yourself, then start every rank")
+    if max_tokens is not None and (opts["rank"] is not None or opts["engine"] != "local"):
+        raise UserError("--max-tokens is for single-machine runs; drop it, or run without --engine/--rank")
+
+
 def cmd_run(argv):
     ns = build_parser().parse_args(argv)
     opts = merge(ns)
-    if opts["format"] not in FORMATS:
-        raise UserError(f"--format {opts['format']!r}: choose one of {', '.join(FORMATS)}")
+    check_engine(opts, check_opts(opts)[2])
     quiet = opts["quiet"]
     from tqdm import tqdm
 
     log = (lambda msg: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     t0 = time.time()
     job = make_job(opts, log)
-    from .pipeline import run
+    from .job import usable_cpus
 
     progress = None if quiet else TqdmProgress(job.out_dir) if sys.stderr.isatty() else LineProgress(log)
-    if opts["rank"] is not None or opts["world_size"] is not None:
-        if opts["rank"] is None or opts["world_size"] is None or opts["world_size"] < 1:
-            raise UserError("--rank R and --world-size N go together (0 <= R < N)")
-        if opts["engine"] != "local":
-            raise UserError("--rank/--world-size split the files without an engine; drop --engine ray")
+    if opts["rank"] is not None:
         from .cluster import run_rank
 
-        run_rank(job, opts["rank"], opts["world_size"], _nprocs(job), log=log)
+        run_rank(job, opts["rank"], opts["world_size"], usable_cpus() if job.nprocs is None else job.nprocs, log=log)
         return 0
     if opts["engine"] == "ray":
         from .cluster import run_ray
 
         m = run_ray(job, opts["ray_address"], job.nprocs, log=log, progress=progress)
     else:
+        from .pipeline import run
+
         m = run(job, log=log, progress=progress)
-    shards = m.shards
-    tokens = sum(s["tokens"] for s in shards)
-    docs = sum(s["docs"] for s in shards)
-    secs = time.time() - t0
+    tokens, docs, secs = m.tokens(), sum(s.docs for s in m.shards), time.time() - t0
     if not quiet:
-        print(f"done: {tokens:,} tokens, {docs:,} documents, {len(shards)} shards in {job.out_dir}/ "
+        print(f"done: {tokens:,} tokens, {docs:,} documents, {len(m.shards)} shards in {job.out_dir}/ "
               f"({secs:.1f}s, {tokens / max(secs, 1e-9) / 1e6:.2f}M tok/s); check with: "
               f"python fineweb.py verify {job.out_dir}")
     return 0
-
-
-def _nprocs(job):
-    from .pipeline import usable_cpus
-
-    return usable_cpus() if job.nprocs is None else job.nprocs
 
 
 def cmd_assemble(argv):
@@ -292,13 +365,15 @@ def cmd_assemble(argv):
     p.add_argument("dir")
     p.add_argument("--nprocs", type=int, default=None, metavar="N", help="shards written at once (default: cores)")
     args = p.parse_args(argv)
+    check_path(args.dir, "assemble")
+    if not os.path.isdir(args.dir):
+        raise UserError(f"{args.dir}: no such directory; give the --local-dir of the ranks")
     from .assemble import assemble
-    from .pipeline import usable_cpus
+    from .job import usable_cpus
 
     t0 = time.time()
     m = assemble(args.dir, log=lambda msg: print(msg, file=sys.stderr), workers=args.nprocs or usable_cpus())
-    tokens = sum(s["tokens"] for s in m.shards)
-    print(f"done: {tokens:,} tokens, {sum(s['docs'] for s in m.shards):,} documents, {len(m.shards)} shards in "
+    print(f"done: {m.tokens():,} tokens, {sum(s.docs for s in m.shards):,} documents, {len(m.shards)} shards in "
           f"{args.dir}/ ({time.time() - t0:.1f}s); check with: python fineweb.py verify {args.dir}")
     return 0
 
@@ -335,15 +410,36 @@ def cmd_inspect(argv):
 COMMANDS = {"assemble": cmd_assemble, "verify": cmd_verify, "merge": cmd_merge, "inspect": cmd_inspect}
 
 
+def _stop(signum, frame):
+    """The first Ctrl-C or SIGTERM: stop where we are and clean up; a second one is ignored (it must
+    not interrupt the clean-up with a traceback), and the clean-up gets a few seconds at most."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    watchdog = threading.Timer(STOP_WATCHDOG_SECONDS, os._exit, (128 + signum,))
+    watchdog.daemon = True
+    watchdog.start()
+    _watchdogs.append(watchdog)
+    raise Interrupted(signum)
+
+
+_watchdogs = []
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     cmd = COMMANDS.get(argv[0]) if argv else None
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return cmd(argv[1:]) if cmd else cmd_run(argv)
     except UserError as e:
         print(f"fineweb.py: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt) as e:
+        if getattr(e, "signum", signal.SIGINT) == signal.SIGTERM:
+            print("fineweb.py: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
+            return 143
         print("fineweb.py: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except OSError as e:
@@ -351,4 +447,11 @@ def main(argv=None):
             print(f"fineweb.py: error: disk full ({e}); free space and rerun the same command to resume",
                   file=sys.stderr)
             return 1
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and e.filename:
+            print(f"fineweb.py: error: {os_error_line(e, e.filename)}", file=sys.stderr)
+            return 1
         raise
+    finally:
+        if not _watchdogs:  # after a stop signal they stay ignored while the process exits
+            for sig, h in handlers.items():
+                signal.signal(sig, h)

@@ -6,91 +6,105 @@
                                 `fineweb.py assemble DIR` cuts the shards once every rank is done.
 
 Either way the output is byte-identical to a single-machine run of the same command. The output
-directory must be shared by every machine (NFS, Lustre, a mounted bucket...). Ray is imported only
+directory must be shared by every machine (NFS, Lustre, a mounted bucket...). Ranks share its
+lock (they work side by side); the Ray driver and `assemble` hold it alone. Ray is imported only
 here, and only for --engine ray.
 """
 import json
 import logging
 import os
-import shutil
 import socket
 import time
+from dataclasses import replace
 
-from .assemble import assemble
+from .assemble import assemble, write_shard
 from .errors import UserError
-from .manifest import Manifest, atomic_write
-from .parts import PARTS, load_done, run_settings, tokenize_file
-from .tokenizer import Tokenizer
+from .manifest import fsync_dir, source_mismatch, temp_name
+from .outdir import FOREIGN, PARTS, PARTS_STATE, RUN, OutputDir
+from .parts import load_done, tokenize_file
 
 # Environment a Ray worker needs to see what this process sees (Hub endpoint and token, caches).
 FORWARD_ENV = ("HF_", "HUGGING_FACE", "TIKTOKEN_", "FINEWEB_", "FASTOKENS_", "NO_PROXY", "no_proxy")
 
 
-def prepare(job, world_size=None):
-    """Check the output directory and record the run's plan in parts/job.json (every rank does;
-    they write the same thing). Refuses to mix two different runs in one directory."""
-    if job.max_tokens is not None:
-        raise UserError("--max-tokens is for single-machine runs; drop it, or run without --engine/--rank")
-    tok = Tokenizer(job.tokenizer, job.eot_token, job.backend, job.check_every, encode=False)
-    m = Manifest.load(job.out_dir) if os.path.isdir(job.out_dir) else None
-    parts_dir = os.path.join(job.out_dir, PARTS)
-    if m is not None and not job.overwrite:
-        if m.data["complete"]:  # (a parts/ left by a run stopped while removing it goes too)
-            shutil.rmtree(parts_dir, ignore_errors=True)
-            return None  # nothing to do
-        if not os.path.isdir(parts_dir):
-            raise UserError(f"{job.out_dir} holds an unfinished single-machine run; finish it without "
-                            "--engine/--rank, or add --overwrite to start over")
+def prepare(job, out, world_size=None):
+    """Check the output directory and record the run's plan in parts/job.json: created once, by
+    whichever rank comes first (exclusively); the others check theirs against it. Refuses to mix two
+    different runs in one directory. Returns the plan, or None if the run is already complete."""
+    st = out.state()  # (the command line refused --max-tokens, and --overwrite with --rank)
     if job.overwrite:
-        if world_size:
-            raise UserError("--overwrite with --rank would delete the other ranks' work; "
-                            f"delete {job.out_dir} yourself, then start every rank")
-        shutil.rmtree(parts_dir, ignore_errors=True)
-        from .pipeline import _remove_old_output
-
-        if os.path.isdir(job.out_dir):
-            _remove_old_output(job.out_dir, job.prefix)
-    plan = {"settings": run_settings(job, tok), "source": job.source.describe(), "files": len(job.source.files),
+        if st.kind == RUN:
+            out.remove_run(st.manifest)
+        out.remove_parts()
+        st = out.state()
+    if st.kind == FOREIGN:
+        out.refuse_foreign(st)
+    if st.kind == RUN:
+        if st.manifest.complete:  # (a parts/ left by a run stopped while removing it goes too)
+            out.remove_parts()
+            return None  # nothing to do
+        raise UserError(f"{job.out_dir} holds an unfinished single-machine run; finish it without "
+                        "--engine/--rank, or add --overwrite to start over")
+    plan = {"settings": job.settings(), "source": job.source.describe(), "files": len(job.source.files),
             "world_size": world_size}
-    path = os.path.join(parts_dir, "job.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        was = (old.get("source") or {}) if isinstance(old.get("source"), dict) else {}
-        if isinstance(plan["source"], dict) and was.get("revision") != plan["source"].get("revision"):
-            raise UserError(f"{job.out_dir}/{PARTS} was started at revision {was.get('revision')}, not "
-                            f"{plan['source'].get('revision')}; add --revision {was.get('revision')}")
-        for key in ("settings", "source", "files"):
-            if old.get(key) != plan[key]:
-                raise UserError(f"{job.out_dir}/{PARTS} holds parts of another run ({key} differs); "
-                                "rerun with the same settings, or --overwrite to start over")
-    os.makedirs(parts_dir, exist_ok=True)
-    # every rank of an array may get here at the same moment: each writes under its own temporary name
-    atomic_write(path, (json.dumps(plan, indent=1) + "\n").encode(), tag=f".{socket.gethostname()}.{os.getpid()}")
-    return plan
+    path = os.path.join(job.out_dir, PARTS, "job.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if st.kind != PARTS_STATE and create_once(path, (json.dumps(plan, indent=1) + "\n").encode()):
+        return plan
+    with open(path) as f:  # another rank was first: its plan is the run's
+        old = json.load(f)
+    was = old.get("source") if isinstance(old.get("source"), dict) else {}
+    if isinstance(plan["source"], dict) and was.get("revision") != plan["source"].get("revision"):
+        raise UserError(f"{job.out_dir}/{PARTS} was started at revision {was.get('revision')}, not "
+                        f"{plan['source'].get('revision')}; add --revision {was.get('revision')}")
+    if old.get("settings") != plan["settings"]:
+        raise UserError(f"{job.out_dir}/{PARTS} holds parts of another run (settings differs); "
+                        "rerun with the same settings, or --overwrite to start over")
+    if isinstance(old.get("source"), list) and isinstance(plan["source"], list):
+        problem = source_mismatch(job.out_dir, old["source"], plan["source"])
+        if problem:
+            raise UserError(problem)
+    for key in ("source", "files"):
+        if old.get(key) != plan[key] and not (key == "source" and isinstance(plan["source"], list)):
+            raise UserError(f"{job.out_dir}/{PARTS} holds parts of another run ({key} differs); "
+                            "rerun with the same settings, or --overwrite to start over")
+    return old
+
+
+def create_once(path, data):
+    """Write `path` with `data` only if it does not exist yet, atomically (a hard link of a complete
+    temporary file: exactly one of many processes racing wins). True if this process created it."""
+    tmp = temp_name(path, f".{socket.gethostname()}.{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)
+        fsync_dir(os.path.dirname(path))
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
 
 
 def run_rank(job, rank, world_size, nprocs, log=print):
     """Tokenize this rank's files (files[rank::world_size]) into parts, skipping finished ones."""
-    if not 0 <= rank < world_size:
-        raise UserError(f"--rank {rank} is not in 0..{world_size - 1} (--world-size {world_size})")
-    if prepare(job, world_size) is None:
-        log(f"{job.out_dir} is already complete; nothing to do")
-        return
-    mine = list(range(rank, len(job.source.files), world_size))
-    tokens = skipped = 0
-    for n, i in enumerate(mine, 1):
-        meta = tokenize_file(job, i, nprocs)
-        tokens += meta["tokens"]
-        skipped += meta["skipped"]
-        log(f"rank {rank}: file {n}/{len(mine)} {_short(meta['file'])}: {meta['tokens']:,} tokens"
-            + (" (already done)" if meta["skipped"] else ""))
+    with OutputDir(job.out_dir, job.prefix, shared=True, what=f"rank {rank}") as out:
+        if prepare(job, out, world_size) is None:
+            log(f"{job.out_dir} is already complete; nothing to do")
+            return
+        mine = list(range(rank, len(job.source.files), world_size))
+        tokens = skipped = 0
+        for n, i in enumerate(mine, 1):
+            part = tokenize_file(job, i, nprocs)
+            tokens += part.tokens
+            skipped += part.skipped
+            log(f"rank {rank}: file {n}/{len(mine)} {_short(part.file)}: {part.tokens:,} tokens"
+                + (" (already done)" if part.skipped else ""))
     log(f"rank {rank} of {world_size}: {len(mine)} files ({skipped} already done), {tokens:,} tokens; "
         f"once every rank is done: python fineweb.py assemble {job.out_dir}")
-
-
-def assemble_dir(out_dir, nprocs, log=print):
-    return assemble(out_dir, log=log, workers=nprocs)
 
 
 def run_ray(job, address=None, nprocs=None, log=print, progress=None):
@@ -104,56 +118,50 @@ def run_ray(job, address=None, nprocs=None, log=print, progress=None):
         import ray
     except ImportError:
         raise UserError("--engine ray needs Ray: pip install -r requirements-ray.txt") from None
-    _absolute_paths(job)  # Ray workers do not run in this directory
-    if prepare(job) is None:
-        log(f"{job.out_dir} is already complete; nothing to do")
-        return Manifest.load(job.out_dir)
-    started = not ray.is_initialized()
-    if started:
-        _init_ray(ray, address, nprocs, log)
-    try:
-        job_ref = ray.put(job)
-        tokenize = ray.remote(num_cpus=1, max_retries=3)(_tokenize_one_cpu)
-        n = len(job.source.files)
-        todo = sum(load_done(job.out_dir, i, check_sha=False) is None for i in range(n))
-        log(f"ray: {todo} of {n} files to tokenize on {int(ray.cluster_resources().get('CPU', 0))} CPUs")
-        if progress:
-            from .pipeline import estimate_tokens
-
-            progress.start(0, estimate_tokens(job))
-        # every file goes out: a task checks a finished part's sha256 and returns at once
-        for meta in _ray_map(ray, tokenize, [(job_ref, i) for i in range(n)]):
-            if progress:
-                progress.update(meta["tokens"])
-            log(f"file {meta['index']} {_short(meta['file'])}: {meta['tokens']:,} tokens"
-                + (" (already done)" if meta["skipped"] else ""))
-        if progress:
-            progress.close(ok=True)
-        write = ray.remote(num_cpus=1, max_retries=3)(_write_shard)
-        return assemble(job.out_dir, log=log, t0=t0,
-                        map_fn=lambda fn, specs: _ray_map(ray, write, [(s,) for s in specs]))
-    finally:
+    job = _absolute_paths(job)  # Ray workers do not run in this directory
+    with OutputDir(job.out_dir, job.prefix, what="ray driver") as out:
+        if prepare(job, out) is None:
+            log(f"{job.out_dir} is already complete; nothing to do")
+            return out.state().manifest
+        out.remove_temp_files()
+        started = not ray.is_initialized()
         if started:
-            ray.shutdown()
+            _init_ray(ray, address, nprocs, log)
+        try:
+            job_ref = ray.put(job)
+            tokenize = ray.remote(num_cpus=1, max_retries=3)(_tokenize_one_cpu)
+            n = len(job.source.files)
+            todo = sum(load_done(job.out_dir, i, check_sha=False) is None for i in range(n))
+            log(f"ray: {todo} of {n} files to tokenize on {int(ray.cluster_resources().get('CPU', 0))} CPUs")
+            if progress:
+                progress.start(0, job.estimate_tokens())
+            # every file goes out: a task checks a finished part's sha256 and returns at once
+            for part in _ray_map(ray, tokenize, [(job_ref, i) for i in range(n)]):
+                if progress:
+                    progress.update(part.tokens)
+                log(f"file {part.index} {_short(part.file)}: {part.tokens:,} tokens"
+                    + (" (already done)" if part.skipped else ""))
+            if progress:
+                progress.close(ok=True)
+            write = ray.remote(num_cpus=1, max_retries=3)(write_shard)
+            return assemble(out, log=log, t0=t0, map_fn=lambda fn, specs: _ray_map(ray, write, [(s,) for s in specs]))
+        finally:
+            if started:
+                ray.shutdown()
 
 
 def _absolute_paths(job):
-    job.out_dir = os.path.abspath(job.out_dir)
-    job.source.files = [f if str(f).startswith("hf://") else os.path.abspath(f) for f in job.source.files]
-    if os.path.exists(job.tokenizer):  # a tokenizer.json
-        job.tokenizer = os.path.abspath(job.tokenizer)
+    source = job.source.with_absolute_paths()
+    spec = job.spec
+    if spec.kind == "tokenizers":  # a tokenizer.json
+        spec = replace(spec, name=os.path.abspath(spec.name))
+    return replace(job, out_dir=os.path.abspath(job.out_dir), source=source, spec=spec)
 
 
 def _tokenize_one_cpu(job, i):
     """A Ray task holds one CPU: the fast tokenizer must not start a thread per core of the node."""
     os.environ["FASTOKENS_BPE_THREADS"] = os.environ["RAYON_NUM_THREADS"] = "1"
     return tokenize_file(job, i)
-
-
-def _write_shard(spec):
-    from .assemble import write_shard
-
-    return write_shard(spec)
 
 
 def _init_ray(ray, address, nprocs, log):

@@ -7,7 +7,7 @@ per core, when it is loaded from a GPT-2 tokenizer.json with NO added tokens (so
 (vocab.bpe and encoder.json, hash-checked by tiktoken's cache), so the vocabulary cannot drift.
 
 Never trusted blindly: a self-check against tiktoken at start; batches it cannot take (lone
-surrogates raise) go to tiktoken; the tokenizer re-encodes 1 document in N at run time (Tokenizer._check).
+surrogates raise) go to tiktoken; encoders.FastGPT2Encoder re-encodes 1 document in N at run time.
 """
 import json
 

@@ -7,6 +7,7 @@
 """
 import hashlib
 import io
+import os
 
 import numpy as np
 
@@ -73,6 +74,25 @@ def open_tokens(path, fmt, dtype):
             raise ValueError(f"llm.c header says {ntok} tokens, file holds {len(tokens)}")
         return tokens
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def check_file(path, fmt, dtype, nbytes, ntokens):
+    """What is wrong with a shard file, cheaply (exists, size, header, token count), or "" if nothing."""
+    name = os.path.basename(path)
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return f"missing: {name}"
+    if size != nbytes:
+        kind = "truncated" if size < nbytes else "too long"
+        return f"{kind}: {name} is {size:,} bytes, manifest says {nbytes:,}"
+    try:
+        arr = open_tokens(path, fmt, dtype)
+    except (OSError, ValueError) as e:
+        return f"corrupt header: {name}: {e}"
+    if len(arr) != ntokens:
+        return f"corrupt: {name} holds {len(arr):,} tokens, manifest says {ntokens:,}"
+    return ""
 
 
 def sha256_file(path, block=8 << 20):

@@ -18,10 +18,12 @@ import threading
 import time
 from collections import deque
 
-from .errors import UserError
 import pyarrow.parquet as pq
 
-from .sources import BATCH_DOCS, Batch, parquet_batches
+from .errors import UserError
+from .job import usable_cpus
+from .positions import Position
+from .sources import BATCH_DOCS, Batch, corrupt, parquet_batches
 
 FINEWEB = {  # repo -> (file prefix, directory stem), as build-nanogpt and llm.c name them
     "HuggingFaceFW/fineweb-edu": ("edufineweb", "edu_fineweb"),
@@ -61,20 +63,25 @@ def _hf_errors():
     return errors
 
 
+def is_data_error(exc):
+    """pyarrow could not make sense of the bytes: a damaged file, or a body cut short on the way."""
+    return type(exc).__name__ in ("ArrowInvalid", "ArrowIOError", "ArrowException") or (
+        type(exc) is OSError and exc.errno is None)  # pyarrow's "Couldn't deserialize thrift", "File too short"
+
+
 def is_transient(exc):
-    """Network trouble worth retrying, as opposed to a mistake retrying cannot fix."""
+    """Trouble worth retrying (the network, or unreadable data that a re-download may fix), as
+    opposed to a mistake retrying cannot fix."""
     errors = _hf_errors()
     if isinstance(exc, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.EntryNotFoundError)):
         return False
     if isinstance(exc, errors.HfHubHTTPError):
         status = getattr(getattr(exc, "response", None), "status_code", None)
         return status is None or status in (408, 429) or status >= 500
-    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
-        return True  # also pyarrow's "File too short" on a short body
-    mod = type(exc).__module__ or ""
-    if mod.startswith(("httpx", "httpcore", "aiohttp", "fsspec")):
+    if isinstance(exc, (ConnectionError, TimeoutError)) or is_data_error(exc):
         return True
-    return type(exc).__name__ in ("ArrowInvalid", "ArrowIOError")  # a truncated parquet footer
+    mod = type(exc).__module__ or ""
+    return mod.startswith(("httpx", "httpcore", "aiohttp", "fsspec", "requests", "urllib3"))
 
 
 def retry_after(exc):
@@ -83,6 +90,16 @@ def retry_after(exc):
         return float(resp.headers.get("Retry-After"))
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+# Unreadable data that a re-download does not fix is a damaged file, not the network: it is
+# retried this many times (consecutive failures, whatever --retries says), then named as such.
+DATA_RETRIES = 2
+# Before the first successful contact with the Hub the budget is short: a machine with no route to
+# it, a wrong HF_ENDPOINT or a proxy that is needed and not set must hear so in about a minute.
+FIRST_CONTACT_RETRIES, FIRST_CONTACT_SECONDS = 4, 60.0
+NO_CONTACT_HINT = ("check the network connection, HF_ENDPOINT (now {endpoint}), HF_HUB_OFFLINE and any proxy "
+                   "(HTTPS_PROXY), then rerun")
 
 
 class Retrier:
@@ -95,18 +112,24 @@ class Retrier:
         self.reset()
 
     def reset(self):
-        self.failures, self.first_failure = 0, None
+        self.failures, self.first_failure, self.data_failures = 0, None, 0
 
-    def wait(self, exc, what):
+    def wait(self, exc, what, advice="rerun the same command to resume where it stopped"):
         """Sleep before the next try, or raise UserError when the budget is spent."""
         now = time.monotonic()
         self.first_failure = self.first_failure or now
         self.failures += 1
+        self.data_failures = self.data_failures + 1 if is_data_error(exc) else 0
         cause = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        if self.data_failures > min(DATA_RETRIES, self.attempts):
+            raise UserError(
+                f"{what} failed {self.failures} times in a row with data that cannot be read (last: {cause}); the "
+                "file looks damaged or cut short on the server: rerun the same command to try again, and if it "
+                "persists, report the file to the dataset's owners") from exc
         if self.failures > self.attempts or now - self.first_failure > self.seconds:
             raise UserError(
                 f"{what} failed {self.failures} times in a row over {now - self.first_failure:.0f}s "
-                f"(last: {cause}); rerun the same command to resume where it stopped"
+                f"(last: {cause}); {advice}"
             ) from exc
         delay = min(60.0, self.base * 2.0 ** (self.failures - 1)) * (0.5 + random.random())
         hinted = retry_after(exc)
@@ -141,9 +164,9 @@ class HubSource:
       Not datasets' streaming reader: its pyarrow scanner reads a file ahead without bound while
       the consumer is slower than the network (apache/arrow#39808; measured here: the parent held
       1.2 GB for one 369 MB file, 2.3 GB for two), and a FineWeb file is 2 GB. Position:
-      {"file": i, "offset": row, "cont": False}, as for local parquet.
+      Position(file, row), as for local parquet.
     - Other formats (JSON lines, ...): `datasets.load_dataset(<builder>, data_files=[file],
-      streaming=True)`. Position: {"file": i, "state": IterableDataset.state_dict()}.
+      streaming=True)`. Position: Position(file, state=IterableDataset.state_dict()).
     """
 
     def __init__(self, dataset, config, revision, text_column, retries=20, retry_seconds=1800, log=print,
@@ -153,9 +176,11 @@ class HubSource:
         self.retries, self.retry_seconds, self.log = retries if not self.local else 0, retry_seconds, log
         self.sha, self.has_token_count = None, None
         _quiet_datasets_retries()
-        self.sha = None if self.local else self._with_retries(lambda: self._resolve(revision), "revision lookup")
+        # the first contact: a short budget, and a line that says what to check (NO_CONTACT_HINT)
+        self.sha = None if self.local else self._with_retries(
+            lambda: self._resolve(revision), "revision lookup", first_contact=True)
         self.builder, self.files = self._with_retries(self._list_files, "listing the dataset's files")
-        names = self._with_retries(self._columns, "opening the dataset")
+        names = self._with_retries(self._columns, "opening the dataset", path=self.files[0])
         if names is not None and text_column not in names:
             raise UserError(
                 f"{dataset} ({config}) has no column {text_column!r} (columns: {', '.join(names)}); "
@@ -172,18 +197,26 @@ class HubSource:
         self.log = self.log or _log_stderr
         _quiet_datasets_retries()
 
-    def _with_retries(self, fn, what):
-        retrier = Retrier(self.retries, self.retry_seconds, self.log)
+    def _with_retries(self, fn, what, first_contact=False, path=None):
+        if first_contact:
+            retrier = Retrier(min(self.retries, FIRST_CONTACT_RETRIES), min(self.retry_seconds, FIRST_CONTACT_SECONDS),
+                              self.log)
+            advice = NO_CONTACT_HINT.format(endpoint=_endpoint())
+            what = f"reaching the Hub: {what}"
+        else:
+            retrier, advice = Retrier(self.retries, self.retry_seconds, self.log), None
         while True:
             try:
                 return fn()
             except Exception as e:
-                self._raise_if_user_error(e)
+                self._raise_if_user_error(e, path)
                 if not is_transient(e):
                     raise
-                retrier.wait(e, what)
+                retrier.wait(e, what, *([advice] if advice else []))
 
-    def _raise_if_user_error(self, e):
+    def _raise_if_user_error(self, e, path=None):
+        if self.local and is_data_error(e):  # a local mirror: no network to blame
+            raise UserError(corrupt(path or self.dataset, "it", e)) from None
         errors = _hf_errors()
         name = type(e).__name__
         where = f"{self.dataset!r}" + (f" at revision {self.sha}" if self.sha else "")
@@ -252,6 +285,12 @@ class HubSource:
     def describe(self):
         return {"dataset": self.dataset, "config": self.config, "revision": self.sha}
 
+    def with_absolute_paths(self):
+        """The same source with absolute paths for a local mirror (hf:// files stay as they are)."""
+        other = copy.copy(self)
+        other.files = [f if str(f).startswith("hf://") else os.path.abspath(f) for f in self.files]
+        return other
+
     def input_bytes(self):
         return None
 
@@ -267,34 +306,34 @@ class HubSource:
                     retrier.reset()
                 return
             except Exception as e:
-                self._raise_if_user_error(e)
+                self._raise_if_user_error(e, self.files[i])
                 if not is_transient(e):
                     raise
                 retrier.wait(e, f"streaming {os.path.basename(self.files[i])}")
 
     def _parquet_batches(self, i, pos):
-        """(batch, position after it) from position pos: {"file", "offset": row, "cont"}."""
+        """(batch, position after it) from position pos: Position(file, row)."""
         with self._open_file(i) as f:
-            for b in parquet_batches(pq.ParquetFile(f), i, pos["offset"] if pos else 0, self.columns):
-                yield b, dict(b.start, offset=b.start["offset"] + len(b.texts))
+            for b in parquet_batches(pq.ParquetFile(f), i, pos.offset if pos else 0, self.columns):
+                yield b, Position(i, b.start.offset + len(b.texts))
 
     def _datasets_batches(self, i, pos):
-        """(batch, position after it) from position pos: {"file", "state": the dataset's state_dict}."""
-        state = pos["state"] if pos else None
+        """(batch, position after it) from position pos: Position(file, state=the dataset's state_dict)."""
+        state = pos.state if pos else None
         ds = self._open(i, state)
         for b in ds.iter(batch_size=BATCH_DOCS):
             texts = [t or "" for t in b[self.text_column]]
             counts = b.get("token_count") if self.has_token_count else None
             # state_dict() is live: copy it, it is where the next batch starts
-            after = {"file": i, "state": copy.deepcopy(ds.state_dict())}
-            yield Batch(texts, {"file": i, "state": state}, False, counts), after
-            state = after["state"]
+            after = Position(i, None, False, copy.deepcopy(ds.state_dict()))
+            yield Batch(texts, Position(i, None, False, state), False, counts), after
+            state = after.state
 
     def batches(self, pos=None):
-        if pos is not None and "file" not in pos:
+        if pos is not None and self.builder == "parquet" and pos.state is not None:
             raise UserError("this output was started by an older fineweb.py (another resume position); "
                             "rerun with --overwrite")
-        first = pos["file"] if pos else 0
+        first = pos.file if pos else 0
         streams = (self.file_batches(i, pos if i == first else None) for i in range(first, len(self.files)))
         return read_ahead(streams, self.readers)
 
@@ -302,10 +341,14 @@ class HubSource:
 def default_readers(nprocs=None):
     """One download stream per 4 tokenizer processes: one stream feeds ~4 cores of tokenizing
     (a fast core takes ~25 MB/s of text), and more streams cost memory (a row group each)."""
-    from .pipeline import usable_cpus
-
     cpus = usable_cpus() if nprocs is None else nprocs
     return max(1, min(8, cpus // 4))
+
+
+def _endpoint():
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
 
 
 def _log_stderr(msg):

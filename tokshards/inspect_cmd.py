@@ -20,22 +20,22 @@ CHUNK = 1 << 20  # tokens scanned at a time for end-of-text ids
 
 
 def summary(m, out_dir):
-    st, shards = m.data["settings"], m.shards
-    val = [s for s in shards if s["split"] == "val"]
-    train = [s for s in shards if s["split"] == "train"]
-    src = m.data["source"]
+    st, shards = m.settings, m.shards
+    val = [s for s in shards if s.split == "val"]
+    train = [s for s in shards if s.split == "train"]
+    src = m.source
     where = json.dumps(src) if isinstance(src, dict) else f"{len(src)} local file(s): {src[0]['path']}, ..."
     lines = [
         f"{out_dir}: {len(shards)} shards ({st['format']}, {np.dtype(st['dtype']).name}), "
-        f"{sum(s['tokens'] for s in shards):,} tokens, {sum(s['docs'] for s in shards):,} documents"
-        + ("" if m.data["complete"] else "  [unfinished run]"),
-        f"  val: {len(val)} shard(s), {sum(s['tokens'] for s in val):,} tokens; "
-        f"train: {len(train)} shard(s), {sum(s['tokens'] for s in train):,} tokens",
+        f"{sum(s.tokens for s in shards):,} tokens, {sum(s.docs for s in shards):,} documents"
+        + ("" if m.complete else "  [unfinished run]"),
+        f"  val: {len(val)} shard(s), {sum(s.tokens for s in val):,} tokens; "
+        f"train: {len(train)} shard(s), {sum(s.tokens for s in train):,} tokens",
         f"  tokenizer: {st['tokenizer']} (end-of-text id {st['eot']}), shard size {st['shard_size']:,}",
         f"  source: {where}",
     ]
-    if m.data.get("max_tokens"):
-        lines.append(f"  stopped at --max-tokens {m.data['max_tokens']:,}")
+    if m.max_tokens:
+        lines.append(f"  stopped at --max-tokens {m.max_tokens:,}")
     return lines
 
 
@@ -73,15 +73,16 @@ def cmd_inspect(argv):
         return 0
     if not 0 <= args.shard < len(m.shards):
         raise UserError(f"--shard {args.shard}: {args.dir} has shards 0 to {len(m.shards) - 1}")
-    from .tokenizer import Tokenizer
+    from .encoders import make_encoder
+    from .tokspec import load
 
-    st, s = m.data["settings"], m.shards[args.shard]
-    tok = Tokenizer(st["tokenizer"])
+    st, s = m.settings, m.shards[args.shard]
+    tok = make_encoder(load(st["tokenizer"])[0], backend="tiktoken")
     try:
-        tokens = open_tokens(os.path.join(args.dir, s["file"]), st["format"], st["dtype"])
+        tokens = open_tokens(os.path.join(args.dir, s.file), m.shard_format(s), st["dtype"])
     except (OSError, ValueError) as e:
-        raise UserError(f"{s['file']}: {e}; check the directory with: python fineweb.py verify {args.dir}") from None
-    print(f"\nshard {args.shard}: {s['file']} ({s['split']}), {len(tokens):,} tokens, {s['docs']:,} documents")
+        raise UserError(f"{s.file}: {e}; check the directory with: python fineweb.py verify {args.dir}") from None
+    print(f"\nshard {args.shard}: {s.file} ({s.split}), {len(tokens):,} tokens, {s.docs:,} documents")
     eots = eot_positions(tokens, st["eot"], args.docs + 1)
     first = eots[0] if eots else len(tokens)
     if first:

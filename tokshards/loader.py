@@ -18,6 +18,7 @@ import re
 import numpy as np
 
 from .formats import LLMC, LLMC_HEADER_BYTES, open_tokens
+from .errors import UserError
 from .manifest import Manifest
 
 SHARD_NAME = re.compile(r"_(val|train)_\d{6}\.(bin|npy)$")
@@ -49,11 +50,25 @@ def list_shards(data, split="train", dtype=None):
     if not isinstance(data, (str, os.PathLike)) or os.path.isfile(data):
         paths = [data] if isinstance(data, (str, os.PathLike)) else data
         return [(str(p), *shard_format(str(p), dtype)) for p in paths]
-    m = Manifest.load(data)
+    try:
+        m = Manifest.load(data)
+    except UserError as e:
+        raise ValueError(str(e)) from None
     if m is not None:
-        st = m.data["settings"]
-        shards = sorted((s for s in m.shards if s["split"] == split), key=lambda s: s["index"])
-        return [(os.path.join(data, s["file"]), st["format"], st["dtype"]) for s in shards]
+        if m.converting:
+            raise ValueError(f"{data} is being converted to {m.converting['to']} (an interrupted merge); finish it "
+                             f"with: python fineweb.py merge {data} --format {m.converting['to']}")
+        out = []
+        for s in m.shards:
+            if s.split != split:
+                continue
+            path = os.path.join(data, s.file)
+            size = os.path.getsize(path) if os.path.exists(path) else None
+            if size != s.bytes:  # never read a shard the manifest does not describe (half, or another format)
+                raise ValueError(f"{path} is {'missing' if size is None else f'{size:,} bytes'}, the manifest says "
+                                 f"{s.bytes:,} bytes; check the directory with: python fineweb.py verify {data}")
+            out.append((path, m.settings["format"], m.settings["dtype"]))
+        return out
     names = sorted(f for f in os.listdir(data) if f.endswith((".bin", ".npy")) and not f.startswith("."))
     shards = [f for f in names if SHARD_NAME.search(f) and SHARD_NAME.search(f).group(1) == split]
     shards = shards or [f for f in names if f in (f"{split}.bin", f"{split}.npy")]

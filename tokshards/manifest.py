@@ -1,17 +1,34 @@
-"""Stage 4: manifest.json, the record that makes a run resumable and verifiable.
+"""manifest.json: the record that makes a run resumable and verifiable.
 
-It is rewritten atomically after every shard. Each shard entry has its size, token and
-document counts, sha256, and `end`: the source position (batch start + tokens to skip) where the
-next shard's first token comes from. Resuming means: keep every full shard, reopen the source at
-the last full shard's `end`, and carry on; the output is the same bytes as an uninterrupted run.
+It is rewritten atomically after every shard: the run's settings (what every shard was made with),
+its source (the Hub dataset at a pinned commit, or each input file's size, time and sampled
+content hash), and one entry per finished shard (shards.ShardEntry: name, counts, size, sha256,
+and `end`, the source position where the next shard's first token comes from). Resuming means:
+keep every full shard that is intact on disk, reopen the source at the last one's `end`, carry on;
+the output is the same bytes as an uninterrupted run (resume.py decides, outdir.py checks disk).
+
+Everything read back is checked against the shape this tool writes before it is used: a file name
+from a manifest is used only if it is exactly the name this tool gives that shard.
 """
 import json
 import os
 
 from .errors import UserError
+from .formats import FORMATS
+from .shards import ShardEntry
 
 NAME = "manifest.json"
-VERSION = 1
+VERSION = 2  # 2: tokenizer content hash, input fingerprints, "tool"; version 1 manifests are upgraded on load
+TOOL = "fineweb.py"
+DTYPES = ("<u2", "<u4")
+# Settings the user chose come first in messages; eot and dtype follow from --tokenizer.
+ORDER = ("prefix", "tokenizer", "tokenizer_sha256", "format", "shard_size", "text_column", "doc_separator")
+PREFIX_CHARS = "letters, digits, '.', '_' and '-'"
+
+
+def valid_prefix(prefix):
+    return isinstance(prefix, str) and bool(prefix) and not prefix.startswith(".") and \
+        all(c.isascii() and (c.isalnum() or c in "._-") for c in prefix)
 
 
 def atomic_write(path, write, tag=""):
@@ -19,7 +36,7 @@ def atomic_write(path, write, tag=""):
 
     `write` is the bytes, or a function that writes to the open file (its result is returned).
     `tag` makes the temporary name unique when several processes may write the same file."""
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}{tag}.tmp")
+    tmp = temp_name(path, tag)
     try:
         with open(tmp, "wb") as f:
             result = write(f) if callable(write) else f.write(write)
@@ -27,10 +44,18 @@ def atomic_write(path, write, tag=""):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        _unlink(tmp)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
     fsync_dir(os.path.dirname(path) or ".")
     return result
+
+
+def temp_name(path, tag=""):
+    """The temporary name a file of this tool is written under before its rename: `.NAME[TAG].tmp`."""
+    return os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}{tag}.tmp")
 
 
 def fsync_dir(d):
@@ -41,75 +66,158 @@ def fsync_dir(d):
         os.close(fd)
 
 
-def _unlink(p):
-    try:
-        os.unlink(p)
-    except FileNotFoundError:
-        pass
+def check_settings(st):
+    """Raise ValueError unless st is a settings object this tool writes."""
+    if not isinstance(st, dict):
+        raise ValueError("settings is not an object")
+    if not valid_prefix(st.get("prefix")):
+        raise ValueError(f"prefix {st.get('prefix')!r} is not a file name prefix")
+    if st.get("format") not in FORMATS:
+        raise ValueError(f"format {st.get('format')!r} is not one of {', '.join(FORMATS)}")
+    if st.get("dtype") not in DTYPES:
+        raise ValueError(f"dtype {st.get('dtype')!r} is not one of {', '.join(DTYPES)}")
+    for key in ("eot", "shard_size"):
+        if not isinstance(st.get(key), int) or isinstance(st.get(key), bool) or st[key] < 0:
+            raise ValueError(f"{key} is not a count")
+    if st["shard_size"] < 1:
+        raise ValueError("shard_size is not positive")
+    if not isinstance(st.get("tokenizer"), str):
+        raise ValueError("tokenizer is not text")
 
 
 class Manifest:
-    def __init__(self, out_dir, data):
-        self.out_dir = out_dir
-        self.data = data
+    """The record of one output directory. `shards` holds ShardEntry values."""
+
+    def __init__(self, out_dir, settings, source, shards=(), complete=False, max_tokens=None, seconds=None,
+                 converting=None):
+        self.out_dir, self.settings, self.source = out_dir, settings, source
+        self.shards = list(shards)
+        self.complete, self.max_tokens, self.seconds, self.converting = complete, max_tokens, seconds, converting
 
     @property
     def path(self):
         return os.path.join(self.out_dir, NAME)
 
-    @property
-    def shards(self):
-        return self.data["shards"]
+    def tokens(self):
+        return sum(s.tokens for s in self.shards)
+
+    def to_json(self):
+        d = {"version": VERSION, "tool": TOOL, "settings": self.settings, "source": self.source,
+             "shards": [s.to_json() for s in self.shards], "complete": self.complete, "max_tokens": self.max_tokens}
+        if self.seconds is not None:
+            d["seconds"] = self.seconds
+        if self.converting is not None:
+            d["converting"] = self.converting
+        return d
+
+    def save(self):
+        atomic_write(self.path, (json.dumps(self.to_json(), indent=1) + "\n").encode())
 
     @classmethod
     def load(cls, out_dir):
+        """The manifest in out_dir, or None if there is none. A manifest.json that is not this tool's
+        (invalid JSON, another shape, another tool's) is refused in one line, never overwritten."""
         path = os.path.join(out_dir, NAME)
         try:
-            with open(path) as f:
-                data = json.load(f)
+            with open(path, "rb") as f:
+                raw = f.read()
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise UserError(f"{path} is a directory, not this tool's manifest; use another --local-dir") from None
+        except OSError as e:
+            raise UserError(f"cannot read {path}: {e.strerror}") from None
+        try:
+            data = json.loads(raw)
         except ValueError as e:
-            raise UserError(f"{path} is not valid JSON ({e}); rerun with --overwrite to start over") from None
-        if data.get("version") != VERSION:
-            raise UserError(f"{path} was written by another version of this tool; rerun with --overwrite")
-        return cls(out_dir, data)
+            raise UserError(f"{path} is not valid JSON ({e}); it is not a manifest this tool can use: "
+                            "move it away or use another --local-dir") from None
+        try:
+            return cls.from_json(out_dir, data)
+        except ValueError as e:
+            raise UserError(f"{path} is not a manifest of this tool ({e}): move it away, or use another "
+                            "--local-dir") from None
 
     @classmethod
-    def start(cls, out_dir, settings, source, overwrite):
-        """The manifest to continue, or a new one. Refuses to mix settings into one output."""
-        old = None if overwrite else cls.load(out_dir)
-        if old is None:
-            return cls(out_dir, {"version": VERSION, "settings": settings, "source": source, "shards": [],
-                                 "complete": False, "max_tokens": None})
-        # Settings the user chose come first: eot and dtype follow from --tokenizer.
-        order = ("prefix", "tokenizer", "format", "shard_size", "text_column", "doc_separator")
-        keys = sorted(set(settings) | set(old.data["settings"]),
-                      key=lambda k: (order.index(k) if k in order else len(order), k))
-        for key in keys:
-            was, now = old.data["settings"].get(key), settings.get(key)
-            if was != now:
-                raise UserError(
-                    f"{out_dir} holds a run with {key}={was!r}, not {now!r}; rerun with the same settings "
-                    "to resume it, or add --overwrite to start over"
-                )
-        if old.data["source"] != source:
-            raise UserError(
-                f"{out_dir} was made from other input ({_short(old.data['source'])}); "
-                "use another --local-dir, or --overwrite to start over"
-            )
-        return old
+    def from_json(cls, out_dir, data):
+        if not isinstance(data, dict) or "settings" not in data or "shards" not in data:
+            raise ValueError("no settings and shards")
+        version = data.get("version")
+        if version not in (1, VERSION):
+            if isinstance(version, int) and version > VERSION:
+                raise UserError(f"{os.path.join(out_dir, NAME)} was written by a newer fineweb.py (format "
+                                f"{version}); use that version")
+            raise ValueError(f"format version {version!r}")
+        st = data["settings"]
+        check_settings(st)
+        if version == 1:  # recorded neither the tokenizer's content nor the inputs' fingerprints
+            st = dict(st, tokenizer_sha256=None)
+        elif not isinstance(st.get("tokenizer_sha256"), str):
+            raise ValueError("tokenizer_sha256 is not text")
+        converting = data.get("converting")
+        if converting is not None and not (
+                isinstance(converting, dict) and converting.get("to") in FORMATS
+                and isinstance(converting.get("done"), list) and all(isinstance(i, int) for i in converting["done"])):
+            raise ValueError("converting is not a conversion")
+        if not isinstance(data["shards"], list):
+            raise ValueError("shards is not a list")
+        done = set(converting["done"]) if converting else set()
+        shards = [ShardEntry.from_json(e, i, st["prefix"], converting["to"] if i in done else st["format"])
+                  for i, e in enumerate(data["shards"])]
+        source = data.get("source")
+        if not isinstance(source, (dict, list)):
+            raise ValueError("source is neither a dataset nor a list of files")
+        for key in ("complete",):
+            if not isinstance(data.get(key), bool):
+                raise ValueError(f"{key} is not true/false")
+        mt = data.get("max_tokens")
+        if mt is not None and (not isinstance(mt, int) or isinstance(mt, bool) or mt < 1):
+            raise ValueError("max_tokens is not a count")
+        return cls(out_dir, st, source, shards, data["complete"], mt, data.get("seconds"), converting)
 
-    def full_shards(self, shard_size):
-        """Shards that a resumed run keeps: every shard up to the last full one."""
-        n = 0
-        while n < len(self.shards) and self.shards[n]["tokens"] == shard_size:
-            n += 1
-        return n
+    def shard_format(self, entry):
+        """The format one shard's file is in (a conversion in place changes them one by one)."""
+        if self.converting and entry.index in self.converting["done"]:
+            return self.converting["to"]
+        return self.settings["format"]
 
-    def save(self):
-        os.makedirs(self.out_dir, exist_ok=True)
-        atomic_write(self.path, (json.dumps(self.data, indent=1) + "\n").encode())
+
+def settings_mismatch(out_dir, old, new):
+    """A one-line refusal if a run with settings `new` would mix into one made with `old`, else None.
+    A value the old manifest did not record (None: an earlier version) is not a mismatch."""
+    keys = sorted(set(new) | set(old), key=lambda k: (ORDER.index(k) if k in ORDER else len(ORDER), k))
+    for key in keys:
+        was, now = old.get(key), new.get(key)
+        if was != now and not (was is None and key == "tokenizer_sha256"):
+            what = f"{key}={was!r}, not {now!r}"
+            if key == "tokenizer_sha256":
+                what = f"another tokenizer file at the same name {new.get('tokenizer')!r} (content differs)"
+            return (f"{out_dir} holds a run with {what}; rerun with the same settings to resume it, "
+                    "or add --overwrite to start over")
+    return None
+
+
+def source_mismatch(out_dir, old, new):
+    """A one-line refusal if `new` (source.describe()) is not the input `old` recorded, else None.
+    Each local file is compared by path, size, sampled content hash and modification time; a value
+    the old manifest did not record (an earlier version) is not compared."""
+    if isinstance(old, dict) or isinstance(new, dict):
+        if old != new:
+            return (f"{out_dir} was made from other input ({_short(old)}); use another --local-dir, "
+                    "or --overwrite to start over")
+        return None
+    if [f.get("path") for f in old] != [f["path"] for f in new]:
+        return (f"{out_dir} was made from other input files ({_short(old)}); use another --local-dir, "
+                "or --overwrite to start over")
+    for was, now in zip(old, new):
+        for key, what in (("bytes", "its size"), ("sample_sha256", "its content"), ("mtime_ns", "its modification time")):
+            if key in was and was[key] != now[key]:
+                hint = "" if key != "mtime_ns" else (
+                    f" (same size and sampled content: if it is an unchanged copy, give it back its time with "
+                    f"touch -d @{was['mtime_ns'] / 1e9:.9f} {now['path']})")
+                return (f"input {now['path']} changed since {out_dir} was started ({what} differs){hint}; "
+                        "resuming would mix two versions of it: restore it, or add --overwrite to start over")
+    return None
 
 
 def _short(source):

@@ -4,18 +4,25 @@
     python fineweb.py merge edu_fineweb10B --format llmc              # convert every shard in place
 
 Both stream shard by shard (constant memory), check each shard against the manifest's sha256 as
-they read it, and write every file under a temporary name, fsync, rename. An interrupted
-conversion is finished by running the same command again.
+they read it, and write every file under a temporary name, fsync, rename.
+
+A conversion keeps the target's manifest true after every file: it is marked `converting` (loaders
+and verify refuse it until the conversion is finished), and each converted shard is recorded, with
+its new name, size and sha256, as soon as it is in place. An interrupted conversion is finished by
+running the same command again. train.bin / val.bin are recorded in `merge.json` beside them: a file
+of that name this tool did not write is never replaced.
 """
 import argparse
-import copy
 import hashlib
+import json
 import os
+from dataclasses import replace
 
 from .errors import UserError
 from .formats import FORMATS, header_bytes, open_tokens, sha256_file, write_shard
-from .manifest import Manifest, _unlink, atomic_write
-from .writer import shard_name
+from .manifest import Manifest, atomic_write
+from .outdir import EMPTY, FOREIGN, MERGED, RUN, OutputDir, read_merged
+from .shards import shard_name
 
 CHUNK = 1 << 24  # tokens copied at a time
 
@@ -26,98 +33,143 @@ def load_manifest(d):
     m = Manifest.load(d)
     if m is None:
         raise UserError(f"{d} has no manifest.json: not an output directory of fineweb.py (make one with it first)")
-    if not m.data["complete"]:
-        raise UserError(f"{d} holds an unfinished run ({len(m.shards)} shards); rerun the command that made it "
-                        "to finish it, then merge")
     return m
+
+
+def check_finished(m):
+    if m.converting:
+        to = m.converting["to"]
+        raise UserError(f"{m.out_dir} is being converted to {to} (an interrupted merge); finish it with: "
+                        f"python fineweb.py merge {m.out_dir} --format {to}")
+    if not m.complete:
+        raise UserError(f"{m.out_dir} holds an unfinished run ({len(m.shards)} shards); rerun the command that made "
+                        "it to finish it, then merge")
 
 
 def read_checked(m, s):
     """Yield a shard's tokens in chunks, checking its size and sha256 against the manifest entry."""
-    st, path = m.data["settings"], os.path.join(m.out_dir, s["file"])
+    st, path = m.settings, os.path.join(m.out_dir, s.file)
     try:
-        if os.path.getsize(path) != s["bytes"]:
-            raise ValueError(f"{os.path.getsize(path):,} bytes, manifest says {s['bytes']:,}")
-        tokens = open_tokens(path, st["format"], st["dtype"])
+        if os.path.getsize(path) != s.bytes:
+            raise ValueError(f"{os.path.getsize(path):,} bytes, manifest says {s.bytes:,}")
+        tokens = open_tokens(path, m.shard_format(s), st["dtype"])
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: {e}; check the directory with: python fineweb.py verify {m.out_dir}") from None
-    h = hashlib.sha256(header_bytes(st["format"], tokens))
+    h = hashlib.sha256(header_bytes(m.shard_format(s), tokens))
     for i in range(0, len(tokens), CHUNK):
         chunk = tokens[i : i + CHUNK]
         h.update(memoryview(chunk).cast("B"))
         yield chunk
     del tokens
-    if h.hexdigest() != s["sha256"]:
+    if h.hexdigest() != s.sha256:
         raise UserError(f"{path}: sha256 differs from the manifest; check the directory with: "
                         f"python fineweb.py verify {m.out_dir}")
 
 
-def to_nanogpt(m, out_dir, say):
+def to_nanogpt(m, out, say):
     """train.bin = every train shard in order, val.bin = the val shard(s): raw tokens, no header."""
-    dtype = m.data["settings"]["dtype"]
+    dtype = m.settings["dtype"]
+    record_path = os.path.join(out.path, MERGED)
+    record = read_merged(out.path)
     for split in ("val", "train"):
-        shards = [s for s in m.shards if s["split"] == split]
+        shards = [s for s in m.shards if s.split == split]
         if not shards:
             raise UserError(f"{m.out_dir} has no {split} shard; make a longer run or use a smaller --shard-size")
+        name = f"{split}.bin"
+        path = os.path.join(out.path, name)
+        if os.path.exists(path) and (record.get(name) or {}).get("bytes") != os.path.getsize(path):
+            raise UserError(f"{path} exists and this tool did not write it; move it away or choose another --out")
 
         def write(f):
-            n = 0
+            n, h = 0, hashlib.sha256()
             for s in shards:
                 for chunk in read_checked(m, s):
-                    f.write(memoryview(chunk).cast("B"))
+                    data = memoryview(chunk).cast("B")
+                    f.write(data)
+                    h.update(data)
                     n += len(chunk)
-            return n
+            return n, h.hexdigest()
 
-        n = atomic_write(os.path.join(out_dir, f"{split}.bin"), write)
-        say(f"wrote {os.path.join(out_dir, split + '.bin')}: {n:,} tokens from {len(shards)} shard(s)")
+        n, sha = atomic_write(path, write)
+        record[name] = {"bytes": n * (2 if dtype == "<u2" else 4), "sha256": sha, "from": os.path.abspath(m.out_dir)}
+        atomic_write(record_path, (json.dumps({"tool": "fineweb.py merge", "files": record}, indent=1) + "\n").encode())
+        say(f"wrote {path}: {n:,} tokens from {len(shards)} shard(s)")
     np_name = "np.uint16" if dtype == "<u2" else "np.uint32"
     say(f"nanoGPT reads them with np.memmap(path, dtype={np_name}, mode='r')"
         + ("" if dtype == "<u2" else " (change its dtype=np.uint16: these tokens need 32 bits)"))
 
 
-def convert(m, out_dir, fmt, say):
-    """Rewrite every shard in format `fmt` into out_dir (which may be the same directory)."""
-    old = m.data["settings"]["format"]
-    in_place = os.path.exists(out_dir) and os.path.samefile(out_dir, m.out_dir)
-    if in_place and old == fmt:
-        say(f"{m.out_dir} is already in format {fmt}; nothing to do")
-        return
-    if not in_place and os.path.exists(os.path.join(out_dir, "manifest.json")):
-        raise UserError(f"{out_dir} already holds a manifest.json; give an empty --out directory")
-    os.makedirs(out_dir, exist_ok=True)
-    new = copy.deepcopy(m.data)
-    new["settings"]["format"] = fmt
-    for s, e in zip(m.shards, new["shards"]):
-        name = shard_name(new["settings"]["prefix"], s["index"], fmt)[0]
-        src, dst = os.path.join(m.out_dir, s["file"]), os.path.join(out_dir, name)
-        if in_place and _converted(src, dst, s, fmt, new["settings"]["dtype"]):
-            e.update(file=name, bytes=os.path.getsize(dst), sha256=sha256_file(dst))  # done before a crash
+def convert_in_place(m, out, fmt, say):
+    """Rewrite every shard of m in format fmt, in its own directory, the manifest true after every file."""
+    if m.converting is None:
+        if m.settings["format"] == fmt:
+            say(f"{m.out_dir} is already in format {fmt}; nothing to do")
+            return
+        m.converting = {"to": fmt, "done": []}
+        m.save()
+    out.remove_temp_files()
+    old_fmt, dtype = m.settings["format"], m.settings["dtype"]
+    for i, s in enumerate(m.shards):
+        if i in m.converting["done"]:
+            continue
+        name = shard_name(m.settings["prefix"], i, fmt)[0]
+        src, dst = os.path.join(m.out_dir, s.file), os.path.join(m.out_dir, name)
+        if name == s.file and os.path.exists(dst) and os.path.getsize(dst) != s.bytes and _opens(dst, fmt, dtype, s):
+            nbytes, sha = os.path.getsize(dst), sha256_file(dst)  # renamed into place just before a crash
         else:
-            for _ in read_checked(m, s):  # check size, header and sha256 before writing anything from it
-                pass
-            tokens = open_tokens(src, old, m.data["settings"]["dtype"])
-            nbytes, sha = atomic_write(dst, lambda f: write_shard(f, fmt, tokens))
-            del tokens
-            e.update(file=name, bytes=nbytes, sha256=sha)
-        if in_place and name != s["file"]:
-            _unlink(src)
+            nbytes, sha = _convert_one(m, s, dst, fmt, old_fmt, dtype)
+        m.shards[i] = replace(s, file=name, bytes=nbytes, sha256=sha)
+        m.converting["done"].append(i)
+        m.save()
+        if name != s.file:
+            os.unlink(src)  # listed in the manifest until a moment ago: this tool's own file
         say(f"wrote {dst}")
-    Manifest(out_dir, new).save()
-    say(f"{len(new['shards'])} shards in format {fmt} in {out_dir}; "
-        f"check them with: python fineweb.py verify {out_dir}")
+    m.settings["format"], m.converting = fmt, None
+    m.save()
+    say(f"{len(m.shards)} shards in format {fmt} in {m.out_dir}; check them with: python fineweb.py verify {m.out_dir}")
 
 
-def _converted(src, dst, s, fmt, dtype):
-    """In-place rerun after a crash: is this shard already in the new format? (The old file, if
-    still there, has the size the manifest says: bin and llmc sizes differ by the header.)"""
-    if os.path.exists(src) and os.path.getsize(src) == s["bytes"]:
-        return False
-    return _opens(dst, fmt, dtype, s)
+def convert_to(m, out, fmt, say):
+    """Write every shard of m in format fmt into another directory, with its own manifest."""
+    st = out.state()
+    src_abs = os.path.abspath(m.out_dir)
+    if st.kind == RUN and (st.manifest.converting or {}).get("from") == src_abs and st.manifest.converting["to"] == fmt:
+        new = st.manifest  # an interrupted conversion of the same directory: go on
+    elif st.kind == FOREIGN:
+        out.refuse_foreign(st)
+    elif st.kind != EMPTY:
+        raise UserError(f"{out.path} already holds a manifest.json or a run; give an empty --out directory")
+    else:
+        new = Manifest(out.path, dict(m.settings, format=fmt), m.source, [], complete=False, max_tokens=m.max_tokens,
+                       seconds=m.seconds, converting={"to": fmt, "done": [], "from": src_abs})
+        new.save()
+    out.remove_temp_files()
+    dtype = m.settings["dtype"]
+    for s in m.shards[len(new.shards):]:
+        name = shard_name(m.settings["prefix"], s.index, fmt)[0]
+        nbytes, sha = _convert_one(m, s, os.path.join(out.path, name), fmt, m.settings["format"], dtype)
+        new.shards.append(replace(s, file=name, bytes=nbytes, sha256=sha))
+        new.converting["done"].append(s.index)
+        new.save()
+        say(f"wrote {os.path.join(out.path, name)}")
+    new.converting, new.complete = None, True
+    new.save()
+    say(f"{len(new.shards)} shards in format {fmt} in {out.path}; check them with: python fineweb.py verify {out.path}")
+
+
+def _convert_one(m, s, dst, fmt, old_fmt, dtype):
+    for _ in read_checked(m, s):  # check size, header and sha256 before writing anything from it
+        pass
+    tokens = open_tokens(os.path.join(m.out_dir, s.file), old_fmt, dtype)
+    try:
+        return atomic_write(dst, lambda f: write_shard(f, fmt, tokens))
+    finally:
+        del tokens
 
 
 def _opens(path, fmt, dtype, s):
     try:
-        return len(open_tokens(path, fmt, dtype)) == s["tokens"]
+        return len(open_tokens(path, fmt, dtype)) == s.tokens
     except (OSError, ValueError):
         return False
 
@@ -134,15 +186,25 @@ def cmd_merge(argv):
     args = p.parse_args(argv)
     if args.format is not None and args.format not in FORMATS:
         raise UserError(f"--format {args.format!r}: choose one of {', '.join(FORMATS)}")
-    m = load_manifest(args.dir)
-    out_dir = args.out or args.dir
     say = (lambda msg: None) if args.quiet else print
-    try:
-        if args.format:
-            convert(m, out_dir, args.format, say)
-        else:
-            os.makedirs(out_dir, exist_ok=True)
-            to_nanogpt(m, out_dir, say)
-    except ValueError as e:  # e.g. a shard too big for llm.c's int32 token count
-        raise UserError(str(e)) from None
+    m = load_manifest(args.dir)  # (one-line errors before anything is locked)
+    out_dir = args.out or args.dir
+    in_place = os.path.isdir(out_dir) and os.path.samefile(out_dir, args.dir)
+    if args.format == "llmc" and m.settings["shard_size"] >= 2**31:
+        raise UserError("llm.c shards hold fewer than 2**31 tokens; these shards are larger")
+    with OutputDir(args.dir, m.settings["prefix"], shared=not in_place, create=False, what="merge") as src:
+        m = load_manifest(src.path)  # again, under the lock
+        if not (in_place and m.converting and m.converting["to"] == args.format):
+            check_finished(m)
+        if in_place:
+            if args.format:
+                convert_in_place(m, src, args.format, say)
+            else:
+                to_nanogpt(m, src, say)
+            return 0
+        with OutputDir(out_dir, m.settings["prefix"], what="merge") as out:
+            if args.format:
+                convert_to(m, out, args.format, say)
+            else:
+                to_nanogpt(m, out, say)
     return 0

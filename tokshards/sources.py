@@ -1,23 +1,31 @@
 """Stage 1: where documents come from.
 
-A source yields Batch objects in dataset order. Each batch carries the position it starts at
-(a small JSON-able dict); opening the source again at that position yields that batch's
-documents and everything after them again. That is the whole resume contract.
+A source yields Batch values in dataset order. Each batch carries the Position it starts at
+(positions.py); opening the source again at that position yields that batch's documents and
+everything after them again. That is the whole resume contract.
 
 - LocalSource: .parquet, .jsonl/.json (also .gz/.zst) and plain text files, read in order.
-- HubSource (hub.py): a Hugging Face dataset streamed with `datasets`.
+- HubSource (hub.py): a Hugging Face dataset, file by file.
+
+A local input is identified by its path, size, modification time and a hash of sampled blocks of
+its content (fingerprint()): a resumed run refuses an input that changed in between.
 """
+import copy
 import glob
 import gzip
+import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass
+from typing import Optional
 
 import pyarrow.parquet as pq
 
 from .errors import UserError
-from .textfile import iter_pieces, plan_ranges
+from .positions import Position
+from .textfile import GiantDocument, iter_pieces, plan_ranges
 
 BATCH_DOCS = 256  # documents per batch: big enough to amortise IPC, small enough to keep order cheap
 BATCH_BYTES = 4 << 20
@@ -27,17 +35,16 @@ JSONL = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
 TEXT = (".txt", ".text", ".md", ".txt.gz", ".txt.zst")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Batch:
-    texts: list  # or an Arrow string column; None when `task` says where a worker reads the texts itself
-    start: dict  # position of the first document (or fragment) of the batch
+    texts: object  # a list of str, or an Arrow string column; None when `task` says where a worker reads them
+    start: Position  # of the first document (or fragment) of the batch
     first_continues: bool = False  # texts[0] continues a document begun in an earlier batch
-    token_counts: list = field(default=None)  # the source's own token_count column, when it has one
+    token_counts: Optional[list] = None  # the source's own token_count column, when it has one
     task: object = None  # e.g. a ParquetTask: the worker reads, so text never crosses the process pipe
-    backend: str = None  # set once encoded: which tokenizer backend did it
 
 
-@dataclass
+@dataclass(frozen=True)
 class ParquetTask:
     """One row group of a parquet file (from row `skip` on), read by whichever process tokenizes it."""
 
@@ -48,15 +55,23 @@ class ParquetTask:
     with_counts: bool
 
     def read(self):
-        pf = pq.ParquetFile(self.path)
         cols = [self.text_column] + (["token_count"] if self.with_counts else [])
-        # one worker per core: pyarrow's own thread pool only competes with the other workers
-        table = pf.read_row_group(self.row_group, columns=cols, use_threads=False).slice(self.skip)
-        # the Arrow text column: tokenizer.encode makes the strings (null text: an empty document)
+        try:
+            pf = pq.ParquetFile(self.path)
+            # one worker per core: pyarrow's own thread pool only competes with the other workers
+            table = pf.read_row_group(self.row_group, columns=cols, use_threads=False).slice(self.skip)
+        except Exception as e:  # flipped bytes, a truncated file: said at once, with the file's name
+            raise UserError(corrupt(self.path, f"row group {self.row_group}", e)) from None
+        # the Arrow text column: pool.encode makes the strings (null text: an empty document)
         return table.column(0), (table.column(1).to_pylist() if self.with_counts else None)
 
 
-@dataclass
+def corrupt(path, where, e):
+    first = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"{path}: cannot read {where} ({type(e).__name__}: {first}); the file looks corrupt: replace it"
+
+
+@dataclass(frozen=True)
 class TextTask:
     """A byte range of a plain-text file, cut by plan_ranges: whole documents, or a giant one's piece."""
 
@@ -109,7 +124,7 @@ def row_group_batches(pf, i, rg, first_row, start_row, columns):
             counts = b.column(1).to_pylist() if len(columns) > 1 else None
             # the Arrow column itself: pickling it to a worker is ~4x cheaper than building and
             # pickling 256 Python strings, and the worker makes the strings (tokenizer.encode)
-            yield Batch(b.column(0), {"file": i, "offset": at - len(b), "cont": False}, token_counts=counts)
+            yield Batch(b.column(0), Position(i, at - len(b)), token_counts=counts)
 
 
 def parquet_batches(pf, i, start_row, columns):
@@ -122,21 +137,30 @@ def parquet_batches(pf, i, start_row, columns):
         row += n
 
 
-def expand_inputs(paths):
-    """Files in the order given; a directory or glob expands in sorted path order."""
+def expand_inputs(paths, exclude=None):
+    """Files in the order given; a directory or glob expands in sorted path order. Nothing under
+    `exclude` (the output directory, when it lies inside an input directory) is ever an input."""
+    skip = os.path.realpath(exclude) if exclude else None
+
+    def inside(f):
+        return skip is not None and os.path.commonpath([skip, os.path.realpath(f)]) == skip
+
     files = []
     for p in paths:
         if os.path.isdir(p):
             found = sorted(
                 os.path.join(d, f) for d, _, fs in os.walk(p) for f in fs if _kind(f) and not f.startswith(".")
             )
+            found = [f for f in found if not inside(f)]
             if not found:
                 raise UserError(f"--input {p}: no .parquet, .jsonl/.json or .txt files in this directory")
             files += found
         elif os.path.isfile(p):
+            if inside(p):
+                raise UserError(f"--input {p} is inside the output directory {exclude}; give another --local-dir")
             files.append(p)
         else:
-            matches = sorted(m for m in glob.glob(p, recursive=True) if os.path.isfile(m))
+            matches = sorted(m for m in glob.glob(p, recursive=True) if os.path.isfile(m) and not inside(m))
             if not matches:
                 raise UserError(f"--input {p}: no such file, directory or glob match")
             files += matches
@@ -154,6 +178,29 @@ def _kind(name):
     return None
 
 
+SAMPLE_EDGE, SAMPLE_BLOCK, SAMPLE_BLOCKS = 64 << 10, 4 << 10, 32
+
+
+def fingerprint(path):
+    """What identifies an input file between runs: path, size, modification time (ns) and the sha256 of
+    sampled blocks (the first and last 64 KiB and 32 blocks of 4 KiB spread evenly; the whole file if
+    it is smaller). Costs ~200 KiB of reading per file, whatever its size. An edit that keeps the size
+    is caught by the time (an editor, a re-download) or by the sample (a copy that kept the time)."""
+    st = os.stat(path)
+    h = hashlib.sha256()
+    size = st.st_size
+    with open(path, "rb") as f:
+        if size <= 2 * SAMPLE_EDGE + SAMPLE_BLOCKS * SAMPLE_BLOCK:
+            h.update(f.read())
+        else:
+            step = (size - 2 * SAMPLE_EDGE) // (SAMPLE_BLOCKS + 1)
+            offsets = [0] + [SAMPLE_EDGE + step * (k + 1) for k in range(SAMPLE_BLOCKS)] + [size - SAMPLE_EDGE]
+            for off, n in zip(offsets, [SAMPLE_EDGE] + [SAMPLE_BLOCK] * SAMPLE_BLOCKS + [SAMPLE_EDGE]):
+                f.seek(off)
+                h.update(f.read(n))
+    return {"path": os.path.abspath(path), "bytes": size, "mtime_ns": st.st_mtime_ns, "sample_sha256": h.hexdigest()}
+
+
 def _open_binary(path):
     n = path.lower()
     if n.endswith(".gz"):
@@ -165,6 +212,13 @@ def _open_binary(path):
     return open(path, "rb")
 
 
+# what a damaged or mislabelled .gz / .zst raises while it is being decompressed
+def _decompress_errors():
+    import zstandard
+
+    return (gzip.BadGzipFile, EOFError, zlib.error, zstandard.ZstdError)
+
+
 def _skip(f, n):
     while n > 0:
         chunk = f.read(min(n, 1 << 20))
@@ -174,12 +228,18 @@ def _skip(f, n):
 
 
 class LocalSource:
-    """Local files. Position: {"file": index in the file list, "offset": row or byte, "cont": bool}."""
+    """Local files, read in the order given. Positions: Position(file index, row or byte offset, cont)."""
 
-    def __init__(self, files, text_column="text", doc_separator="\n\n"):
+    def __init__(self, files, text_column="text", doc_separator="\n\n", cut_rule=None, log=None):
+        """cut_rule: the tokenizer's (tokspec.TokenizerSpec.cut_rule); None: a giant plain-text document
+        stops the run instead of being cut. log: for the one warning about a giant document."""
         self.files = files
         self.text_column = text_column
         self.doc_separator = doc_separator
+        self.cut = cut_rule is not None
+        self.log = log or (lambda msg: None)
+        self.warned_giant = False
+        self._described = None
         columns, checked_jsonl = {}, False
         for f in files:  # fail at once, not hours in, on a bad column
             if (_kind(f) or "text") == "parquet":
@@ -194,40 +254,60 @@ class LocalSource:
         # the source's token_count is kept only when every file has it (all parquet)
         self.has_token_count = bool(files) and all(f in columns and "token_count" in columns[f] for f in files)
 
+    def __getstate__(self):  # sent to other processes (Ray tasks): without the log function
+        return dict(self.__dict__, log=None)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.log = self.log or (lambda msg: None)
+
     @staticmethod
     def _parquet_columns(path):
         try:
             return pq.ParquetFile(path).schema_arrow.names
         except Exception as e:
-            raise UserError(f"{path}: not a readable parquet file ({e})") from None
+            raise UserError(f"{path}: not a readable parquet file ({str(e).splitlines()[0][:200]})") from None
 
     def describe(self):
-        return [{"path": os.path.abspath(f), "bytes": os.path.getsize(f)} for f in self.files]
+        """Each input's fingerprint, taken once per run (at its start: what the run reads)."""
+        if self._described is None:
+            self._described = [fingerprint(f) for f in self.files]
+        return self._described
+
+    def with_absolute_paths(self):
+        """The same source with absolute paths (for processes that run elsewhere: Ray workers)."""
+        other = copy.copy(self)
+        other.files = [os.path.abspath(f) for f in self.files]
+        other._described = None
+        return other
 
     def input_bytes(self):
         return sum(os.path.getsize(f) for f in self.files)
 
     def batches(self, pos=None):
-        first = pos["file"] if pos else 0
+        first = pos.file if pos else 0
         for i in range(first, len(self.files)):
             yield from self.file_batches(i, pos if i == first else None)
 
     def file_batches(self, i, pos=None):
         """The batches of file i, from position `pos` (one of its batches' start) on."""
-        offset, cont = (pos["offset"], pos["cont"]) if pos else (0, False)
+        offset, cont = (pos.offset, pos.cont) if pos else (0, False)
         path = self.files[i]
         kind = _kind(path) or "text"
         if kind == "parquet":
             yield from self._parquet(i, path, offset)
         elif kind == "jsonl":
             items = ((off, text, False, None) for off, text in self._jsonl(path, offset))
-            yield from batched(items, lambda off, c: {"file": i, "offset": off, "cont": c})
+            yield from batched(items, lambda off, c: Position(i, off, c))
         else:
             yield from self._text(i, path, offset, cont)
 
     def _parquet(self, i, path, start_row):
         """One task per row group; a huge row group is read here, batch by batch."""
-        pf = pq.ParquetFile(path)
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:
+            raise UserError(corrupt(path, "its footer", e)) from None
         cols = [self.text_column] + (["token_count"] if self.has_token_count else [])
         row = 0
         for rg in range(pf.num_row_groups):
@@ -239,12 +319,24 @@ class LocalSource:
             skip = max(0, start_row - row)
             if meta.total_byte_size <= TASK_BYTES:
                 task = ParquetTask(path, rg, skip, self.text_column, self.has_token_count)
-                yield Batch(None, {"file": i, "offset": row + skip, "cont": False}, task=task)
+                yield Batch(None, Position(i, row + skip), task=task)
             else:
-                yield from row_group_batches(pf, i, rg, row, row + skip, cols)
+                try:
+                    yield from row_group_batches(pf, i, rg, row, row + skip, cols)
+                except UserError:
+                    raise
+                except Exception as e:
+                    raise UserError(corrupt(path, f"row group {rg}", e)) from None
             row += n
 
     def _jsonl(self, path, start):
+        try:
+            yield from self._jsonl_lines(path, start)
+        except _decompress_errors() as e:
+            raise UserError(f"{path}: cannot decompress it ({type(e).__name__}: {e}); the file is damaged or "
+                            "not what its name says") from None
+
+    def _jsonl_lines(self, path, start):
         with _open_binary(path) as f:
             if path.lower().endswith((".gz", ".zst")):
                 _skip(f, start)  # compressed: decompress and drop what was already done
@@ -268,12 +360,31 @@ class LocalSource:
                         f"{path}: the line at byte {here} has no field {self.text_column!r} ({keys}); "
                         "pick the field with --text-column"
                     )
-                yield here, obj[self.text_column] or ""
+                text = obj[self.text_column]
+                if text is not None and not isinstance(text, str):  # null: an empty document, as in parquet
+                    raise UserError(f"{path}: in the line at byte {here}, {self.text_column!r} is "
+                                    f"{type(text).__name__} {json.dumps(text)[:40]}, not text; fix the line or pick "
+                                    "the text field with --text-column")
+                yield here, text or ""
 
     def _text(self, i, path, offset, cont):
         """Byte ranges of whole documents; workers read and split them (no text through the pipe)."""
         if path.lower().endswith((".gz", ".zst")):
             raise UserError(f"{path}: compressed plain text is not supported; decompress it first")
-        for start, end, c, in_doc in plan_ranges(path, offset, cont, self.doc_separator):
-            task = TextTask(path, start, end, c, in_doc, self.doc_separator)
-            yield Batch(None, {"file": i, "offset": start, "cont": c}, first_continues=c, task=task)
+        try:
+            for start, end, c, in_doc in plan_ranges(path, offset, cont, self.doc_separator, cut=self.cut,
+                                                      on_giant=self._giant):
+                task = TextTask(path, start, end, c, in_doc, self.doc_separator)
+                yield Batch(None, Position(i, start, c), first_continues=c, task=task)
+        except GiantDocument as e:
+            raise UserError(
+                f"{e}: with this tokenizer a document is never cut (no cut rule is proven exact for it), so "
+                f"it would be held whole in memory; if it is not one document, set --doc-separator "
+                f"(now {self.doc_separator!r})") from None
+
+    def _giant(self, path, offset, limit):
+        if not self.warned_giant:
+            self.warned_giant = True
+            self.log(f"warning: {path}: the document at byte {offset} is larger than {limit:,} bytes; it is "
+                     f"tokenized in exactly cut pieces, but it usually means that --doc-separator "
+                     f"{self.doc_separator!r} is not what separates the documents")

@@ -1,0 +1,24 @@
+"""The command itself: `python fineweb.py ...` and, once installed, `fineweb ...` both run main().
+
+Ctrl-C and SIGTERM get their handlers here, first, before the modules that do the work are
+imported (numpy alone takes ~0.1 s): a signal at any moment, even during start-up, ends the command
+with one line and exit code 130 / 143, never a traceback. cli.main installs the handlers that
+clean up once a run has begun.
+"""
+import os
+import signal
+import sys
+
+
+def _stopped_before_start(signum, frame):
+    what = b"terminated (SIGTERM)" if signum == signal.SIGTERM else b"interrupted"
+    os.write(2, b"fineweb.py: " + what + b" before it began; nothing was written\n")
+    os._exit(128 + signum)
+
+
+def main():
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stopped_before_start)
+    from .cli import main as run
+
+    sys.exit(run())

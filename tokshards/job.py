@@ -1,0 +1,73 @@
+"""A run, as the command line resolved it: what to read, how to tokenize it, where to write what.
+
+A Job is a value: the one-machine pipeline, a rank of a multi-machine run and a Ray task all get
+the same one, and `settings()` is what an output directory is made with (a resume, a part and an
+assembly must match it exactly).
+"""
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from .pool import EncoderArgs
+from .tokspec import TokenizerSpec
+
+# Tokens a known config holds (GPT-2, with one end-of-text per document): for the disk check
+# and the progress bar. From the dataset card and build-nanogpt/llm.c shard counts.
+KNOWN_TOKENS = {"sample-10BT": 9.95e9, "sample-100BT": 100.1e9, "sample-350BT": 362.0e9}
+
+
+@dataclass(frozen=True)
+class Job:
+    source: object  # LocalSource or HubSource
+    out_dir: str
+    prefix: str
+    spec: TokenizerSpec
+    prebuilt: Optional[dict] = None  # tiktoken's Encoding arguments, for the workers (tokspec.load)
+    fmt: str = "bin"
+    backend: str = "auto"  # tokenizer backend: auto | fast | tiktoken (same bytes either way)
+    check_every: int = 1000  # fast backend: re-encode 1 document in N with tiktoken and compare
+    shard_size: int = 100_000_000
+    max_tokens: Optional[int] = None
+    nprocs: Optional[int] = None  # None: the usable cores
+    text_column: str = "text"
+    doc_separator: str = "\n\n"
+    overwrite: bool = False
+    disk_check: bool = True
+    config_name: Optional[str] = None  # the Hub config, for the size estimate
+
+    def settings(self):
+        """What an output directory is made with; a resume or a part must match it exactly."""
+        return {
+            "prefix": self.prefix, "format": self.fmt, "tokenizer": self.spec.name,
+            "tokenizer_sha256": self.spec.sha256, "eot": self.spec.eot, "dtype": self.spec.dtype,
+            "shard_size": self.shard_size, "text_column": self.text_column, "doc_separator": self.doc_separator,
+        }
+
+    def encoder_args(self):
+        return EncoderArgs(self.spec, self.backend, self.check_every, self.prebuilt)
+
+    def estimate_tokens(self):
+        """Tokens this run will write, roughly (for the disk check and the progress bar), or None."""
+        if self.max_tokens:
+            return self.max_tokens
+        if self.config_name in KNOWN_TOKENS and not getattr(self.source, "local", False):
+            return int(KNOWN_TOKENS[self.config_name])
+        nbytes = self.source.input_bytes()
+        if nbytes:
+            # ~4.4 bytes of text per GPT-2 token; snappy parquet holds ~2x its size in text.
+            parquet = any(str(f).endswith(".parquet") for f in getattr(self.source, "files", []))
+            return int(nbytes * (2.0 if parquet else 1.0) / 4.4)
+        return None
+
+
+def usable_cpus():
+    """Cores this process may run on: affinity mask and cgroup CPU quota (containers, cloud VMs)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)

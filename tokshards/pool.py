@@ -1,0 +1,268 @@
+"""The tokenizer processes: batches in, Encoded values out, in input order, with bounded memory.
+
+Each worker is a process of its own ("spawn": it starts clean, without the parent's threads) with
+one pipe to the parent. The parent keeps at most two batches in flight per worker and hands out
+the next batch to the least busy one; results come back as values and are yielded in the order
+the batches came in, so the shards never depend on --nprocs.
+
+Stopping is never a wait on a worker:
+- the parent leaves the pool (an error, Ctrl-C, SIGTERM, the consumer stops): every worker is
+  killed at once (they hold nothing but the batches in flight; nothing of theirs is on disk);
+- the parent dies, even by SIGKILL: each worker gets SIGKILL from the kernel (Linux
+  PR_SET_PDEATHSIG), and on any system it exits when its pipe to the parent closes;
+- Ctrl-C and SIGTERM go to the parent only (workers ignore both): it prints the one line.
+"""
+import ctypes
+import multiprocessing as mp
+import os
+import pickle
+import queue
+import signal
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Optional
+
+import numpy as np
+
+from .encoders import MismatchError, make_encoder
+from .errors import UserError
+from .positions import Position
+from .tokspec import TokenizerSpec
+
+PER_WORKER = 2  # batches in flight per worker: one being encoded, one waiting in its pipe
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class EncoderArgs:
+    """What a process needs to build its encoder (encoders.make_encoder)."""
+
+    spec: TokenizerSpec
+    backend: str = "auto"
+    check_every: int = 1000
+    prebuilt: Optional[dict] = None  # tiktoken's Encoding arguments, built once by the parent
+
+    def build(self):
+        return make_encoder(self.spec, self.backend, self.check_every, self.prebuilt)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One batch, tokenized: its tokens (end-of-text before each document it begins), where it starts
+    in the source, the source's token_count of each document it begins (or None), and the backend."""
+
+    start: Position
+    first_continues: bool
+    tokens: np.ndarray
+    counts: Optional[list]
+    backend: str
+
+
+def encode(encoder, batch):
+    """(tokens, counts) of a batch: a task (a row group, a byte range) is read here first."""
+    texts, counts = batch.texts, batch.token_counts
+    if batch.task is not None:
+        texts, counts = batch.task.read()
+    if not isinstance(texts, list):  # an Arrow string column (parquet): made into str here, not by the reader
+        texts = [t if t is not None else "" for t in texts.to_pylist()]  # null text: empty document
+    return encoder.encode_batch(texts, batch.first_continues), counts
+
+
+def tokenize_in_order(batches, args, nprocs):
+    """Yield an Encoded per batch, in input order. nprocs=0 encodes in this process."""
+    if nprocs == 0:  # in this process: for debugging, for tiny inputs, and in a Ray task (one CPU)
+        encoder = args.build()
+        for b in batches:
+            try:
+                tokens, counts = encode(encoder, b)
+            except MismatchError as e:
+                raise UserError(str(e)) from None
+            yield Encoded(b.start, b.first_continues, tokens, counts, encoder.backend)
+        return
+    pool = WorkerPool(nprocs, args)
+    try:
+        yield from pool.ordered(batches)
+        pool.close()
+    finally:
+        pool.kill()  # nothing left to do after a clean close; otherwise no waiting on anyone
+
+
+class WorkerPool:
+    def __init__(self, n, args):
+        self.procs, self.conns = [], []
+        ctx = mp.get_context("spawn")
+        try:
+            for _ in range(n):
+                parent_end, child_end = ctx.Pipe(duplex=True)
+                p = ctx.Process(target=worker_main, args=(child_end, args, os.getpid()), daemon=True,
+                                name="fineweb-tokenizer")
+                # born with Ctrl-C/SIGTERM blocked: a signal during start-up reaches the parent
+                # (which stops the pool) and never makes a worker print a traceback
+                old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+                try:
+                    p.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                child_end.close()
+                self.procs.append(p)
+                self.conns.append(parent_end)
+        except BaseException:
+            self.kill()
+            raise
+
+    def ordered(self, batches):
+        n = len(self.procs)
+        busy = [0] * n  # batches in flight per worker
+        order = deque()  # (seq, batch start, first_continues, counts from the source) in input order
+        done = {}  # seq -> (tokens, counts, backend)
+        owner = {}  # seq -> worker
+        seq, more = 0, True
+        batches = iter(batches)
+        while more or order:
+            while more and min(busy) < PER_WORKER:
+                b = next(batches, None)
+                if b is None:
+                    more = False
+                    break
+                w = busy.index(min(busy))
+                self._send(w, (seq, b))
+                busy[w] += 1
+                owner[seq] = w
+                order.append((seq, b.start, b.first_continues))
+                seq += 1
+            while order and order[0][0] in done:
+                s, start, first_continues = order.popleft()
+                tokens, counts, backend = done.pop(s)
+                yield Encoded(start, first_continues, tokens, counts, backend)
+            if not order:
+                continue
+            for w, msg in self._receive([w for w in range(n) if busy[w]]):
+                kind, s = msg[0], msg[1]
+                if kind == "err":
+                    raise msg[2]
+                busy[owner.pop(s)] -= 1
+                done[s] = msg[2:]
+
+    def _send(self, w, item):
+        try:
+            self.conns[w].send(item)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            self._died(w)
+
+    def _receive(self, waiting):
+        """(worker, message) for each worker with a message ready; raises if a worker died."""
+        conns = {self.conns[w]: w for w in waiting}
+        sentinels = {self.procs[w].sentinel: w for w in range(len(self.procs))}
+        ready = wait(list(conns) + list(sentinels))
+        out = []
+        for r in ready:
+            if r in conns:
+                w = conns[r]
+                try:
+                    out.append((w, r.recv()))
+                except (EOFError, OSError):
+                    self._died(w)
+        for r in ready:
+            if r in sentinels and not any(w == sentinels[r] for w, _ in out):
+                self.procs[sentinels[r]].join(0.5)
+                if self.procs[sentinels[r]].exitcode is not None:
+                    self._died(sentinels[r])
+        return out
+
+    def _died(self, w):
+        p = self.procs[w]
+        p.join(1)
+        code = p.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        raise UserError(f"a tokenizer worker process died ({how}: killed, or out of memory?); "
+                        "rerun the same command to resume")
+
+    def close(self):
+        """All work done: let the workers exit on their own."""
+        for c in self.conns:
+            try:
+                c.send(None)
+            except OSError:
+                pass
+        for p in self.procs:
+            p.join(5)
+
+    def kill(self):
+        for p in self.procs:
+            if p.exitcode is None:
+                try:
+                    p.kill()
+                except (OSError, AttributeError):
+                    pass
+        for p in self.procs:
+            try:
+                p.join(2)
+            except AssertionError:  # never started
+                pass
+        for c in self.conns:
+            c.close()
+        self.procs, self.conns = [], []
+
+
+# --- in the worker process ---
+
+def _die_with_parent(parent_pid):
+    """SIGKILL from the kernel when the parent dies, whatever kills it (Linux)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # it died before that: nobody will read our results
+        os._exit(0)
+
+
+def _read_pipe(conn, inbox):
+    """Take batches off the pipe as they come (the parent never blocks sending); exit when it closes."""
+    while True:
+        try:
+            item = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)  # the parent is gone: nobody will read our results
+        inbox.put(item)
+        if item is None:
+            return
+
+
+def worker_main(conn, args, parent_pid):
+    _die_with_parent(parent_pid)
+    for s in STOP_SIGNALS:  # the parent handles both and then kills us; a pending one is dropped
+        signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    # one process per core already: the fast tokenizer must not start threads of its own
+    os.environ["FASTOKENS_BPE_THREADS"] = os.environ["RAYON_NUM_THREADS"] = "1"
+    try:
+        encoder, error = args.build(), None
+    except UserError as e:  # e.g. --tokenizer-backend fast failing its self-check: said from the first batch
+        encoder, error = None, e
+    inbox = queue.Queue()
+    threading.Thread(target=_read_pipe, args=(conn, inbox), daemon=True).start()
+    while (item := inbox.get()) is not None:
+        seq, batch = item
+        try:
+            if error is not None:
+                raise error
+            tokens, counts = encode(encoder, batch)
+            msg = ("ok", seq, tokens, counts, encoder.backend)
+        except MismatchError as e:
+            msg = ("err", seq, UserError(str(e)))
+        except Exception as e:
+            msg = ("err", seq, _sendable(e))
+        conn.send(msg)
+
+
+def _sendable(e):
+    """The exception itself if it survives pickling, else its text (the parent shows one line)."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:
+        return RuntimeError(f"{type(e).__name__}: {e}")
