@@ -2,8 +2,9 @@
 
 Every setting is checked here, before anything is read or written: a mistake costs one line and
 exit code 1 at start, not a traceback hours in. Ctrl-C and SIGTERM end any command with one line
-(exit 130 / 143) after its clean-up; the modules that do the work are imported only by the command
-that needs them (`--help` and the one-line errors stay fast).
+(exit 130 / 143) after its clean-up. The modules that read and tokenize (pyarrow, datasets, tiktoken:
+seconds of imports) are imported only by the command that needs them, so `--help` and the one-line
+errors about flags stay fast.
 """
 import argparse
 import codecs
@@ -16,6 +17,7 @@ import threading
 import time
 import tomllib
 
+from .encoders import BACKENDS
 from .errors import Interrupted, UserError
 from .formats import FORMATS
 from .manifest import PREFIX_CHARS, valid_prefix
@@ -53,7 +55,8 @@ PRESET_TYPES = {
     "readers": int, "engine": str, "ray_address": str, "rank": int, "world_size": int, "retries": int,
     "retry_time": (int, float), "quiet": bool, "disk_check": bool,
 }
-CHOICES = {"format": FORMATS, "tokenizer_backend": ("auto", "fast", "tiktoken"), "engine": ("local", "ray")}
+ENGINES = ("local", "ray")
+CHOICES = {"format": FORMATS, "tokenizer_backend": BACKENDS, "engine": ENGINES}
 STOP_WATCHDOG_SECONDS = 10  # after Ctrl-C/SIGTERM, the clean-up may take this long, never more
 
 
@@ -87,7 +90,8 @@ def build_parser():
                      help="local files, directories or globs instead of the Hub: .parquet, .jsonl/.json (.gz/.zst), text")
     src.add_argument("--text-column", default=S, metavar="NAME", help="column/field holding the text (default text)")
     src.add_argument("--doc-separator", default=S, metavar="STR",
-                     help="plain text: string between documents, backslash escapes allowed (default \\n\\n)")
+                     help="plain text: string between documents, backslash escapes allowed (default \\n\\n); "
+                     "\\r\\n and \\r line endings are read as \\n, as Python's open() does")
     src.add_argument("--revision", default=S, help="Hub branch, tag or commit to read (default: main, pinned to its sha)")
     out = p.add_argument_group("output")
     out.add_argument("--local-dir", default=S, metavar="DIR",
@@ -97,7 +101,8 @@ def build_parser():
     out.add_argument("--format", default=S, choices=FORMATS,
                      help="bin: raw uint16 (nanoGPT memmap); npy: build-nanogpt np.save; llmc: llm.c .bin with header")
     out.add_argument("--max-tokens", default=S, metavar="N", help="stop after this many tokens, e.g. 500M")
-    out.add_argument("--overwrite", action="store_true", default=S, help="delete an existing run in --local-dir and start over")
+    out.add_argument("--overwrite", action="store_true", default=S, help="delete this tool's run in --local-dir (only the files its manifest accounts for; never "
+                     "anyone else's) and start over")
     out.add_argument("--no-disk-check", dest="disk_check", action="store_false", default=S,
                      help="do not refuse to start when the disk looks too small for the run")
     tk = p.add_argument_group("tokenizer")
@@ -105,7 +110,7 @@ def build_parser():
                     help="tiktoken encoding (gpt2, r50k_base, cl100k_base, o200k_base) or a tokenizer.json path (default gpt2)")
     tk.add_argument("--eot-token", default=S, metavar="STR",
                     help="document delimiter token put before every document (default: <|endoftext|> or detected)")
-    tk.add_argument("--tokenizer-backend", default=S, choices=("auto", "fast", "tiktoken"),
+    tk.add_argument("--tokenizer-backend", default=S, choices=BACKENDS,
                     help="gpt2/r50k_base: auto uses fastokens when installed and self-checked (same ids, ~5-10x "
                     "faster), else tiktoken; fast requires it; tiktoken never uses it (default auto)")
     tk.add_argument("--check-every", type=int, default=S, metavar="N",
@@ -123,7 +128,7 @@ def build_parser():
     run.add_argument("--retry-time", type=float, default=S, metavar="SECONDS",
                      help="network: give up after failing this long without progress (default 1800)")
     many = p.add_argument_group("more than one machine (the output directory must be shared by all)")
-    many.add_argument("--engine", default=S, choices=("local", "ray"),
+    many.add_argument("--engine", default=S, choices=ENGINES,
                       help="local: this machine (default); ray: one Ray task per source file, then the shards "
                       "are assembled; same bytes either way")
     many.add_argument("--ray-address", default=S, metavar="ADDR",
