@@ -22,6 +22,7 @@ import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from typing import Optional
 
@@ -94,6 +95,10 @@ class WorkerPool:
     def __init__(self, n, args):
         self.procs, self.conns = [], []
         ctx = mp.get_context("spawn")
+        # multiprocessing starts its resource tracker on the first spawn and unblocks SIGINT/SIGTERM
+        # as it does so (resource_tracker.ensure_running): start it first, or the first worker would
+        # be born with both unblocked
+        resource_tracker.ensure_running()
         try:
             for _ in range(n):
                 parent_end, child_end = ctx.Pipe(duplex=True)
