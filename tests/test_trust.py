@@ -119,24 +119,30 @@ def test_a_run_beside_other_files_touches_only_its_own(tmp_path, small):
 
 MERGE_DRIVER = r"""
 import os, signal, sys, runpy
-n = int(os.environ["KILL_AFTER_RENAMES"])
-real = os.replace
-count = [0]
+what, n = os.environ["KILL_AT"].split(":")
+n, count = int(n), [0]
+real_replace, real_unlink = os.replace, os.unlink
 def replace(src, dst, *a, **k):
-    r = real(src, dst, *a, **k)
-    if not os.path.basename(str(dst)).startswith(("manifest", ".")):
+    r = real_replace(src, dst, *a, **k)
+    if what == "rename" and not os.path.basename(str(dst)).startswith(("manifest", ".")):
         count[0] += 1
         if count[0] == n:  # the shard is in place in its new format; the manifest does not say so yet
             os.kill(os.getpid(), signal.SIGKILL)
     return r
-os.replace = replace
+def unlink(path, *a, **k):
+    if what == "unlink" and not os.path.basename(str(path)).startswith("."):
+        count[0] += 1
+        if count[0] == n:  # the manifest lists the new file; the old one is not gone yet
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_unlink(path, *a, **k)
+os.replace, os.unlink = replace, unlink
 sys.argv = [sys.argv[1]] + sys.argv[2:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("to", ["llmc", "npy"])
-def test_killed_in_place_merge_never_gives_wrong_tokens(tmp_path, small, to):
+@pytest.mark.parametrize("to,at", [("llmc", "rename"), ("npy", "rename"), ("npy", "unlink")])
+def test_killed_in_place_merge_never_gives_wrong_tokens(tmp_path, small, to, at):
     from tokshards.loader import ShardLoader
 
     d = tmp_path / "run"
@@ -144,7 +150,7 @@ def test_killed_in_place_merge_never_gives_wrong_tokens(tmp_path, small, to):
     want = stream_of(small / "ref")
     n = len(shards_of(d))
     for k in (1, n // 2, n):
-        env = dict(os.environ, KILL_AFTER_RENAMES=str(k))
+        env = dict(os.environ, KILL_AT=f"{at}:{k}")
         p = subprocess.run([sys.executable, "-c", MERGE_DRIVER, str(REPO / "fineweb.py"), "merge", str(d),
                             "--format", to], env=env, capture_output=True, text=True, timeout=120)
         assert p.returncode == -signal.SIGKILL, p.stderr
@@ -158,7 +164,8 @@ def test_killed_in_place_merge_never_gives_wrong_tokens(tmp_path, small, to):
         one_line_error(r, "being converted", f"merge {d} --format {to}")
         r = run_cli("merge", d, "--format", to)
         assert r.returncode == 0, r.stderr
-        assert run_cli("verify", d).returncode == 0
+        assert run_cli("verify", d).returncode == 0  # no old-format file left beside the new ones ("extra")
+        assert sorted(f for f in os.listdir(d) if not f.startswith(".")) == sorted(shards_of(d) + ["manifest.json"])
         assert np.array_equal(tokens_of(d), want)
         assert ShardLoader(str(d), B=1, T=8, split="train").next_batch()[0].shape == (1, 8)
         r = run_cli("merge", d, "--format", "bin")  # and back, for the next kill point
@@ -424,8 +431,8 @@ def test_assembled_state_has_per_process_temp_names_and_used_markers_are_fsynced
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(os, "unlink", lambda p: (events.append(("unlink", os.path.basename(p))), real_unlink(p))[1])
     O.OutputDir(str(out)).release_part(3)
-    assert events[0] == "fsync" and ("unlink", "000003.tokens") in events
-    assert events.index("fsync") < events.index(("unlink", "000003.tokens"))
+    assert "fsync" in events and ("unlink", "000003.tokens") in events
+    assert events.index("fsync") < events.index(("unlink", "000003.tokens")), events
     assert (out / "parts" / "000003.json.used").exists() and (out / "parts" / "000003.json").exists()
 
 
@@ -767,3 +774,189 @@ def test_a_pipeline_ends_when_the_parent_is_killed(tmp_path, big_text):
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode is not None
+
+
+# ------------------------------------------------------------------ from the hostile review
+
+
+@pytest.mark.parametrize("name", [".fineweb.lock", ".manifest.json.tmp", ".small_val_000000.bin.tmp",
+                                  ".small_train_000001.bin.tmp"])
+def test_a_symlink_at_one_of_the_tools_names_never_writes_through(tmp_path, small, name):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / name).symlink_to(victim)
+    r = run_small(small, out)
+    if name == ".fineweb.lock":
+        one_line_error(r, "is a symlink")
+    else:
+        assert r.returncode == 0, r.stderr
+        same_as_ref(small, out)
+    assert victim.read_text() == "precious"
+
+
+def test_merge_never_writes_through_a_planted_temp_link(tmp_path, small):
+    d = tmp_path / "run"
+    shutil.copytree(small / "ref", d)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (d / ".train.bin.tmp").symlink_to(victim)
+    assert run_cli("merge", d).returncode == 0
+    (tmp_path / "o3").mkdir()
+    (tmp_path / "o3" / ".manifest.json.tmp").symlink_to(victim)
+    assert run_cli("merge", d, "--out", tmp_path / "o3", "--format", "npy").returncode == 0
+    assert victim.read_text() == "precious" and not (d / "train.bin").is_symlink()
+
+
+def test_overwrite_and_merge_keep_a_train_bin_they_did_not_write(tmp_path, small):
+    d = tmp_path / "run"
+    shutil.copytree(small / "ref", d)
+    assert run_cli("merge", d).returncode == 0
+    (d / "train.bin").write_bytes(b"my own nanoGPT train.bin")  # replaced by the user after the merge
+    one_line_error(run_cli("merge", d), "train.bin exists and this tool did not write it")
+    assert run_small(small, d, "--overwrite").returncode == 0
+    assert (d / "train.bin").read_bytes() == b"my own nanoGPT train.bin"
+    assert not (d / "val.bin").exists()  # merge's own val.bin went with the shards it was made of
+
+
+def test_a_finished_merge_out_rerun_has_nothing_to_do(tmp_path, small):
+    assert run_cli("merge", small / "ref", "--out", tmp_path / "o", "--format", "llmc").returncode == 0
+    r = run_cli("merge", small / "ref", "--out", tmp_path / "o", "--format", "llmc")
+    assert r.returncode == 0 and "nothing to do" in r.stdout, (r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("what", ["dir-at-next-shard", "dir-at-manifest-temp", "dir-at-shard-temp"])
+def test_a_directory_at_one_of_the_tools_names_is_one_line(tmp_path, small, what):
+    out = tmp_path / "o"
+    assert run_small(small, out, "--max-tokens", "60K").returncode == 0
+    name = {"dir-at-next-shard": "small_train_000003.bin", "dir-at-manifest-temp": ".manifest.json.tmp",
+            "dir-at-shard-temp": ".small_train_000003.bin.tmp"}[what]
+    (out / name).mkdir()
+    before = snapshot(out)
+    one_line_error(run_small(small, out), name, "is a directory", "move it away")
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--shard-size", "1e400"], ["not a whole positive number"]),
+    (["--max-tokens", "1e400"], ["not a whole positive number"]),
+    (["--doc-separator", "\\ud800"], ["--doc-separator", "not valid text"]),
+    (["--nprocs", "100000"], ["--nprocs 100000", "usable cores"]),
+    (["--retry-time", "nan"], ["--retry-time nan"]),
+])
+def test_more_settings_refused_in_one_line(tmp_path, small, args, needles):
+    one_line_error(run_cli("--input", small / "small.txt", "--local-dir", tmp_path / "o", *args), *needles)
+    assert not (tmp_path / "o").exists()
+
+
+def test_odd_inputs_are_one_line(tmp_path):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"text": "a"}\n' + "[" * 100_000 + "\n")
+    one_line_error(run_cli("--input", deep, "--local-dir", tmp_path / "o1", "--nprocs", "0"), "invalid JSON",
+                   "at byte 14")
+    ints = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"text": [1, 2, 3]}), ints)
+    one_line_error(run_cli("--input", ints, "--local-dir", tmp_path / "o2"), "column 'text' holds int64, not text")
+    counts = tmp_path / "counts.parquet"  # a token_count with nulls: a cross-check only, never a traceback
+    pq.write_table(pa.table({"text": ["a b", "c"], "token_count": pa.array([2, None], pa.int64())}), counts)
+    r = run_cli("--input", counts, "--local-dir", tmp_path / "o3", "--nprocs", "0")
+    assert r.returncode == 0, r.stderr
+
+
+def test_an_input_deleted_during_the_run_is_one_line_and_resumable(tmp_path, big_text):
+    f = tmp_path / "gone.txt"
+    shutil.copy(big_text, f)
+    out = tmp_path / "o"
+    p = start(["--input", f, *BIG_ARGS], out)
+    wait_for(p, lambda: out.exists() and len([x for x in os.listdir(out) if x.endswith(".bin")]) >= 1, set())
+    os.unlink(f)
+    _, err = p.communicate(timeout=60)
+    lines = err.strip().splitlines()
+    assert p.returncode == 1 and lines[-1].startswith("fineweb.py: error: ") and str(f) in lines[-1], err[-2000:]
+    assert "Traceback" not in err
+    assert not [x for x in os.listdir(out) if x.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda m: m.update(source=[1]), "not a manifest of this tool"),
+    (lambda m: m.update(source=["x"]), "not a manifest of this tool"),
+    (lambda m: m["shards"][1]["end"]["pos"].update(offset=10**30), "not a manifest of this tool"),
+    (lambda m: m["shards"][1]["end"]["pos"].update(file=5), "ends in input file 5"),
+])
+def test_a_tampered_manifest_is_one_line(tmp_path, small, edit, needle):
+    out = tmp_path / "o"
+    shutil.copytree(small / "ref", out)
+    m = json.loads((out / "manifest.json").read_text())
+    edit(m)
+    (out / "manifest.json").write_text(json.dumps(m))
+    before = snapshot(out)
+    one_line_error(run_small(small, out), needle)
+    assert snapshot(out) == before
+    if "input file" not in needle:
+        one_line_error(run_cli("inspect", out), needle)
+
+
+@needs_data
+@pytest.mark.parametrize("target,edit,needle", [
+    ("job.json", lambda t: "not json", "is not a plan this tool wrote"),
+    ("job.json", lambda t: json.dumps(dict(json.loads(t), source=[1, 2, 3])), "is not a plan this tool wrote"),
+    ("job.json", lambda t: json.dumps(dict(json.loads(t), world_size="x")), "is not a plan this tool wrote"),
+    ("job.json", lambda t: json.dumps(dict(json.loads(t), files=10**12)), "is not a plan this tool wrote"),
+    ("000001.json", lambda t: json.dumps(dict(json.loads(t), tokens=json.loads(t)["tokens"] - 1000)), None),
+    ("000001.json", lambda t: json.dumps(dict(json.loads(t), batches=[])), None),
+])
+def test_tampered_parts_records_are_refused_or_redone(tmp_path, target, edit, needle):
+    out = tmp_path / "o"
+    args = ["--input", *PARQUETS, "--local-dir", out, "--shard-size", "500K", "--nprocs", "0"]
+    for rank in (0, 1):
+        assert run_cli(*args, "--rank", rank, "--world-size", 2).returncode == 0
+    f = out / "parts" / target
+    f.write_text(edit(f.read_text()))
+    if needle:
+        one_line_error(run_cli("assemble", out), needle)
+        one_line_error(run_cli(*args, "--rank", 0, "--world-size", 2), needle)
+    else:  # a record that does not add up is not "done": assemble names it, its rank redoes it
+        one_line_error(run_cli("assemble", out), "1 of 3 files are not tokenized yet", "files 1")
+        assert run_cli(*args, "--rank", 1, "--world-size", 2).returncode == 0
+        assert run_cli("assemble", out).returncode == 0
+        assert run_cli("verify", out).returncode == 0
+        ref = tmp_path / "ref"
+        assert run_cli("--input", *PARQUETS, "--local-dir", ref, "--shard-size", "500K").returncode == 0
+        assert [(out / f).read_bytes() for f in shards_of(out)] == [(ref / f).read_bytes() for f in shards_of(ref)]
+
+
+def test_the_loader_refuses_a_cut_short_llmc_shard_without_a_manifest(tmp_path, small):
+    from tokshards.loader import ShardLoader
+
+    d = tmp_path / "llmc"
+    assert run_cli("merge", small / "ref", "--out", d, "--format", "llmc").returncode == 0
+    (d / "manifest.json").unlink()
+    name = sorted(f for f in os.listdir(d) if "_train_" in f)[0]
+    with open(d / name, "r+b") as f:
+        f.truncate(5000)
+    with pytest.raises(ValueError, match="starts with llm.c's header but its size"):
+        ShardLoader(str(d), B=1, T=8, split="train")
+
+
+def test_input_directories_never_read_another_output_of_this_tool(tmp_path, small):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    shutil.copy(small / "small.txt", d / "small.txt")
+    assert run_cli("--input", ".", "--shard-size", "20K", "--nprocs", "0", cwd=d).returncode == 0  # input_shards/
+    r = run_cli("--input", ".", "--shard-size", "20K", "--nprocs", "0", "--local-dir", tmp_path / "other", cwd=d)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "other" / "manifest.json").read_text())
+    assert [Path(s["path"]).name for s in m["source"]] == ["small.txt"]
+
+
+def test_only_this_tools_temporary_names_are_removed(tmp_path, small):
+    out = tmp_path / "o"
+    assert run_small(small, out, "--max-tokens", "60K").returncode == 0
+    mine = [".small_val_000000.bin.mine.tmp", ".notes.tmp", ".small_val_000000.bin.tmp.bak"]
+    ours = [".small_train_000003.bin.tmp", ".manifest.json.otherhost.4242.tmp"]
+    for n in mine + ours:
+        (out / n).write_text("x")
+    assert run_small(small, out).returncode == 0
+    left = set(os.listdir(out))
+    assert set(mine) <= left and not set(ours) & left, left

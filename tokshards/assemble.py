@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import UserError
 from .formats import header_for
-from .manifest import Manifest, atomic_write, check_settings
+from .manifest import Manifest, atomic_write, check_settings, check_source
 from .outdir import PARTS, OutputDir, part_paths
 from .parts import load_done
 from .positions import End
@@ -68,12 +68,15 @@ def read_plan(out_dir):
         with open(path) as f:
             plan = json.load(f)
         check_settings(plan["settings"])
-        if not isinstance(plan["files"], int) or plan["files"] < 1:
+        check_source(plan["source"])
+        if not isinstance(plan["files"], int) or not 1 <= plan["files"] <= 10**7:
             raise ValueError("files is not a count")
+        if plan.get("world_size") is not None and (not isinstance(plan["world_size"], int) or plan["world_size"] < 1):
+            raise ValueError("world_size is not a count")
     except FileNotFoundError:
         raise UserError(f"{out_dir} has no {PARTS}/job.json: run the per-file tokenizing first "
                         "(--engine ray, or every --rank of --world-size)") from None
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"{path} is not a plan this tool wrote ({e}); move it away") from None
     return plan
 

@@ -20,6 +20,7 @@ import tomllib
 from .encoders import BACKENDS
 from .errors import Interrupted, UserError
 from .formats import FORMATS
+from .job import usable_cpus
 from .manifest import PREFIX_CHARS, valid_prefix
 from .outdir import URL, check_path, os_error_line, recorded_source
 
@@ -68,8 +69,8 @@ def parse_size(text):
         raise UserError(f"not a size: {text!r} (use e.g. 100M, 1e8, 100000000, 1.5B)")
     mult = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}[m.group(2).lower()]
     value = float(m.group(1)) * mult
-    if value < 1 or value != int(value):
-        raise UserError(f"not a whole positive number of tokens: {text!r}")
+    if value < 1 or not value < 2**63 or value != int(value):
+        raise UserError(f"not a whole positive number of tokens below 2**63: {text!r}")
     return int(value)
 
 
@@ -191,8 +192,11 @@ def check_opts(opts):
     for key, low in (("nprocs", 0), ("check_every", 0), ("retries", 0), ("readers", 1), ("world_size", 1)):
         if opts[key] is not None and opts[key] < low:
             raise UserError(f"--{key.replace('_', '-')} {opts[key]}: must be {low} or more")
-    if opts["retry_time"] <= 0:
+    if not opts["retry_time"] > 0:  # (also NaN)
         raise UserError(f"--retry-time {opts['retry_time']}: must be more than 0 seconds")
+    if opts["nprocs"] is not None and opts["nprocs"] > 8 * usable_cpus():
+        raise UserError(f"--nprocs {opts['nprocs']}: this machine has {usable_cpus()} usable cores; more than 8 "
+                        "processes per core only slows the run down (the default is one per core)")
     if opts["prefix"] is not None and not valid_prefix(opts["prefix"]):
         raise UserError(f"--prefix {opts['prefix']!r}: a file name prefix of {PREFIX_CHARS}, "
                         "not starting with '.'")
@@ -209,6 +213,11 @@ def check_opts(opts):
                         "write a newline as \\n, a tab as \\t") from None
     if not sep:
         raise UserError("--doc-separator must not be empty")
+    try:
+        sep.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"--doc-separator {opts['doc_separator']!r}: not valid text (a lone surrogate); "
+                        "give characters UTF-8 can write") from None
     shard_size = parse_size(opts["shard_size"])
     if opts["format"] == "llmc" and shard_size >= 2**31:
         raise UserError(f"--shard-size {opts['shard_size']}: llm.c shards hold fewer than 2**31 tokens "
@@ -340,8 +349,6 @@ def cmd_run(argv):
     log = (lambda msg: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     t0 = time.time()
     job = make_job(opts, log)
-    from .job import usable_cpus
-
     progress = None if quiet else TqdmProgress(job.out_dir) if sys.stderr.isatty() else LineProgress(log)
     if opts["rank"] is not None:
         from .cluster import run_rank
@@ -374,7 +381,6 @@ def cmd_assemble(argv):
     if not os.path.isdir(args.dir):
         raise UserError(f"{args.dir}: no such directory; give the --local-dir of the ranks")
     from .assemble import assemble
-    from .job import usable_cpus
 
     t0 = time.time()
     m = assemble(args.dir, log=lambda msg: print(msg, file=sys.stderr), workers=args.nprocs or usable_cpus())
@@ -455,7 +461,11 @@ def main(argv=None):
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and e.filename:
             print(f"fineweb.py: error: {os_error_line(e, e.filename)}", file=sys.stderr)
             return 1
-        raise
+        # a file that went away or changed under the run, an I/O error: the system's words, one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"fineweb.py: error: {where}{e.strerror or e}; fix that and rerun the same command to resume",
+              file=sys.stderr)
+        return 1
     finally:
         if not _watchdogs:  # after a stop signal they stay ignored while the process exits
             for sig, h in handlers.items():

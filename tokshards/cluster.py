@@ -17,9 +17,9 @@ import socket
 import time
 from dataclasses import replace
 
-from .assemble import assemble, write_shard
+from .assemble import assemble, read_plan, write_shard
 from .errors import UserError
-from .manifest import fsync_dir, source_mismatch, temp_name
+from .manifest import create_file, fsync_dir, remove_file, source_mismatch, temp_name
 from .outdir import FOREIGN, PARTS, PARTS_STATE, RUN, OutputDir
 from .parts import load_done, tokenize_file
 
@@ -51,8 +51,7 @@ def prepare(job, out, world_size=None):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if st.kind != PARTS_STATE and create_once(path, (json.dumps(plan, indent=1) + "\n").encode()):
         return plan
-    with open(path) as f:  # another rank was first: its plan is the run's
-        old = json.load(f)
+    old = read_plan(job.out_dir)  # another rank was first: its plan is the run's
     was = old.get("source") if isinstance(old.get("source"), dict) else {}
     if isinstance(plan["source"], dict) and was.get("revision") != plan["source"].get("revision"):
         raise UserError(f"{job.out_dir}/{PARTS} was started at revision {was.get('revision')}, not "
@@ -75,7 +74,7 @@ def create_once(path, data):
     """Write `path` with `data` only if it does not exist yet, atomically (a hard link of a complete
     temporary file: exactly one of many processes racing wins). True if this process created it."""
     tmp = temp_name(path, f".{socket.gethostname()}.{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with create_file(tmp) as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -86,7 +85,7 @@ def create_once(path, data):
     except FileExistsError:
         return False
     finally:
-        os.unlink(tmp)
+        remove_file(tmp)
 
 
 def run_rank(job, rank, world_size, nprocs, log=print):

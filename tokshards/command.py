@@ -21,4 +21,7 @@ def main():
         signal.signal(sig, _stopped_before_start)
     from .cli import main as run
 
-    sys.exit(run())
+    code = run()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the command is over; a signal now cannot change its result
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)

@@ -48,7 +48,7 @@ def write_shard(f, fmt, tokens):
     h = hashlib.sha256(head)
     h.update(memoryview(tokens).cast("B"))
     f.write(head)
-    tokens.tofile(f)
+    f.write(memoryview(np.ascontiguousarray(tokens)).cast("B"))  # (ndarray.tofile hides ENOSPC's errno)
     return len(head) + tokens.nbytes, h.hexdigest()
 
 

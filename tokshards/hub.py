@@ -18,12 +18,13 @@ import threading
 import time
 from collections import deque
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import UserError
 from .job import usable_cpus
 from .positions import Position
-from .sources import BATCH_DOCS, Batch, corrupt, parquet_batches
+from .sources import BATCH_DOCS, Batch, check_text_type, corrupt, parquet_batches
 
 FINEWEB = {  # repo -> (file prefix, directory stem), as build-nanogpt and llm.c name them
     "HuggingFaceFW/fineweb-edu": ("edufineweb", "edu_fineweb"),
@@ -186,7 +187,10 @@ class HubSource:
                 f"{dataset} ({config}) has no column {text_column!r} (columns: {', '.join(names)}); "
                 "pick one with --text-column"
             )
-        self.has_token_count = bool(names) and "token_count" in names
+        if names and names[text_column] is not None:
+            check_text_type(f"{dataset} ({config})", text_column, names[text_column])
+        counts_type = (names or {}).get("token_count", "absent")
+        self.has_token_count = counts_type != "absent" and (counts_type is None or pa.types.is_integer(counts_type))
         self.columns = [text_column] + (["token_count"] if self.has_token_count else [])
 
     def __getstate__(self):  # sent to other processes (cluster.py): without the log function
@@ -255,11 +259,13 @@ class HubSource:
         return b.name, [str(f) for f in files]
 
     def _columns(self):
+        """{column: pyarrow type, or None when datasets does not say} of the first data file."""
         if self.builder == "parquet":
             with self._open_file(0) as f:
-                return pq.ParquetFile(f).schema_arrow.names
+                schema = pq.ParquetFile(f).schema_arrow
+            return {name: schema.field(name).type for name in schema.names}
         ds = self._open(0)
-        return list(ds.features) if ds.features else None
+        return {name: None for name in ds.features} if ds.features else None
 
     def _open_file(self, i):
         """A data file, for random access: ranged GETs at the pinned revision (or a local file)."""
@@ -323,7 +329,7 @@ class HubSource:
         ds = self._open(i, state)
         for b in ds.iter(batch_size=BATCH_DOCS):
             texts = [t or "" for t in b[self.text_column]]
-            counts = b.get("token_count") if self.has_token_count else None
+            counts = [c or 0 for c in b.get("token_count")] if self.has_token_count else None
             # state_dict() is live: copy it, it is where the next batch starts
             after = Position(i, None, False, copy.deepcopy(ds.state_dict()))
             yield Batch(texts, Position(i, None, False, state), False, counts), after

@@ -35,9 +35,11 @@ def shard_format(path, dtype=None):
     header = np.fromfile(path, dtype="<i4", count=3)
     if len(header) == 3:
         for llmc_dtype, magic_version in LLMC.items():
-            if tuple(int(v) for v in header[:2]) == magic_version and \
-                    size == LLMC_HEADER_BYTES + int(header[2]) * llmc_dtype.itemsize:
-                return "llmc", llmc_dtype.str
+            if tuple(int(v) for v in header[:2]) == magic_version:
+                if size == LLMC_HEADER_BYTES + int(header[2]) * llmc_dtype.itemsize:
+                    return "llmc", llmc_dtype.str
+                raise ValueError(f"{path} starts with llm.c's header but its size ({size:,} bytes) is not what the "
+                                 f"header says ({int(header[2]):,} tokens): cut short? not read as raw tokens")
     return "bin", np.dtype(dtype or "<u2").str
 
 

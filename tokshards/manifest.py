@@ -38,19 +38,35 @@ def atomic_write(path, write, tag=""):
     `tag` makes the temporary name unique when several processes may write the same file."""
     tmp = temp_name(path, tag)
     try:
-        with open(tmp, "wb") as f:
+        with create_file(tmp) as f:
             result = write(f) if callable(write) else f.write(write)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # replaces the name itself: a symlink planted there, never its target
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        remove_file(tmp)
         raise
     fsync_dir(os.path.dirname(path) or ".")
     return result
+
+
+def create_file(path):
+    """A new file at `path`, open for writing (and reading): whatever was at that name (a stale
+    temporary file, or a symlink planted there) is removed first, and the file is created exclusively,
+    never through a link, so nothing outside the directory can be written through one of our names."""
+    remove_file(path)
+    return open(path, "x+b")  # O_CREAT | O_EXCL: fails on any name that exists, a symlink included
+
+
+def remove_file(path):
+    """Remove a file this tool wrote (or a link at its name: the link goes, not what it points to). A
+    directory at that name is someone else's: a one-line refusal, nothing removed."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise UserError(f"{path} is a directory, not a file this tool wrote; move it away and rerun")
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def temp_name(path, tag=""):
@@ -83,6 +99,26 @@ def check_settings(st):
         raise ValueError("shard_size is not positive")
     if not isinstance(st.get("tokenizer"), str):
         raise ValueError("tokenizer is not text")
+
+
+def check_source(src):
+    """Raise ValueError unless src is a source this tool records: a Hub dataset, or local files."""
+    if isinstance(src, dict):
+        if not isinstance(src.get("dataset"), str) or not all(
+                isinstance(src.get(k), (str, type(None))) for k in ("config", "revision")):
+            raise ValueError("source is not a dataset")
+        return
+    if not isinstance(src, list) or not src:
+        raise ValueError("source is neither a dataset nor a list of files")
+    for f in src:
+        if not (isinstance(f, dict) and isinstance(f.get("path"), str) and _count(f.get("bytes"))
+                and all(_count(f[k]) for k in ("mtime_ns",) if k in f)
+                and all(isinstance(f[k], str) for k in ("sample_sha256",) if k in f)):
+            raise ValueError(f"source file {f!r} is not a file record")
+
+
+def _count(x):
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**63
 
 
 class Manifest:
@@ -165,8 +201,7 @@ class Manifest:
         shards = [ShardEntry.from_json(e, i, st["prefix"], converting["to"] if i in done else st["format"])
                   for i, e in enumerate(data["shards"])]
         source = data.get("source")
-        if not isinstance(source, (dict, list)):
-            raise ValueError("source is neither a dataset nor a list of files")
+        check_source(source)
         for key in ("complete",):
             if not isinstance(data.get(key), bool):
                 raise ValueError(f"{key} is not true/false")

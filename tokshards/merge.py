@@ -20,8 +20,8 @@ from dataclasses import replace
 
 from .errors import UserError
 from .formats import FORMATS, header_bytes, open_tokens, sha256_file, write_shard
-from .manifest import Manifest, atomic_write
-from .outdir import EMPTY, FOREIGN, MERGED, RUN, OutputDir, read_merged
+from .manifest import Manifest, atomic_write, remove_file
+from .outdir import EMPTY, FOREIGN, MERGED, RUN, OutputDir, merged_by_us, read_merged
 from .shards import shard_name
 
 CHUNK = 1 << 24  # tokens copied at a time
@@ -77,7 +77,7 @@ def to_nanogpt(m, out, say):
             raise UserError(f"{m.out_dir} has no {split} shard; make a longer run or use a smaller --shard-size")
         name = f"{split}.bin"
         path = os.path.join(out.path, name)
-        if os.path.exists(path) and (record.get(name) or {}).get("bytes") != os.path.getsize(path):
+        if os.path.lexists(path) and not merged_by_us(out.path, name):
             raise UserError(f"{path} exists and this tool did not write it; move it away or choose another --out")
 
         def write(f):
@@ -91,7 +91,9 @@ def to_nanogpt(m, out, say):
             return n, h.hexdigest()
 
         n, sha = atomic_write(path, write)
-        record[name] = {"bytes": n * (2 if dtype == "<u2" else 4), "sha256": sha, "from": os.path.abspath(m.out_dir)}
+        st = os.stat(path)
+        record[name] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha,
+                        "from": os.path.abspath(m.out_dir)}
         atomic_write(record_path, (json.dumps({"tool": "fineweb.py merge", "files": record}, indent=1) + "\n").encode())
         say(f"wrote {path}: {n:,} tokens from {len(shards)} shard(s)")
     np_name = "np.uint16" if dtype == "<u2" else "np.uint32"
@@ -108,21 +110,26 @@ def convert_in_place(m, out, fmt, say):
         m.converting = {"to": fmt, "done": []}
         m.save()
     out.remove_temp_files()
-    old_fmt, dtype = m.settings["format"], m.settings["dtype"]
+    old_fmt, dtype, prefix = m.settings["format"], m.settings["dtype"], m.settings["prefix"]
+    for i in m.converting["done"]:  # converted and recorded, but stopped before the old file went
+        stale = shard_name(prefix, i, old_fmt)[0]
+        if stale != m.shards[i].file:
+            remove_file(os.path.join(m.out_dir, stale))
     for i, s in enumerate(m.shards):
         if i in m.converting["done"]:
             continue
-        name = shard_name(m.settings["prefix"], i, fmt)[0]
+        name = shard_name(prefix, i, fmt)[0]
         src, dst = os.path.join(m.out_dir, s.file), os.path.join(m.out_dir, name)
-        if name == s.file and os.path.exists(dst) and os.path.getsize(dst) != s.bytes and _opens(dst, fmt, dtype, s):
-            nbytes, sha = os.path.getsize(dst), sha256_file(dst)  # renamed into place just before a crash
+        src_there = os.path.exists(src) and (name != s.file or os.path.getsize(src) == s.bytes)
+        if not src_there and _opens(dst, fmt, dtype, s):
+            nbytes, sha = os.path.getsize(dst), sha256_file(dst)  # renamed into place just before a stop
         else:
             nbytes, sha = _convert_one(m, s, dst, fmt, old_fmt, dtype)
         m.shards[i] = replace(s, file=name, bytes=nbytes, sha256=sha)
         m.converting["done"].append(i)
         m.save()
         if name != s.file:
-            os.unlink(src)  # listed in the manifest until a moment ago: this tool's own file
+            remove_file(src)  # listed in the manifest until a moment ago: this tool's own file
         say(f"wrote {dst}")
     m.settings["format"], m.converting = fmt, None
     m.save()
@@ -135,6 +142,10 @@ def convert_to(m, out, fmt, say):
     src_abs = os.path.abspath(m.out_dir)
     if st.kind == RUN and (st.manifest.converting or {}).get("from") == src_abs and st.manifest.converting["to"] == fmt:
         new = st.manifest  # an interrupted conversion of the same directory: go on
+    elif st.kind == RUN and not st.manifest.converting and st.manifest.settings == dict(m.settings, format=fmt) \
+            and st.manifest.source == m.source and [e.tokens for e in st.manifest.shards] == [e.tokens for e in m.shards]:
+        say(f"{out.path} already holds these shards in format {fmt}; nothing to do")
+        return
     elif st.kind == FOREIGN:
         out.refuse_foreign(st)
     elif st.kind != EMPTY:

@@ -33,7 +33,7 @@ from typing import Optional
 
 from .errors import UserError
 from .formats import check_file, sha256_file
-from .manifest import NAME as MANIFEST, Manifest, fsync_dir
+from .manifest import NAME as MANIFEST, Manifest, create_file, fsync_dir, remove_file
 from .shards import shard_name, shard_pattern
 
 LOCK = ".fineweb.lock"
@@ -81,11 +81,13 @@ def check_path(path, flag="--local-dir"):
 
 
 def _temp_of(name):
-    """The names a temporary file `.NAME.tmp` or `.NAME.TAG.tmp` (manifest.temp_name) may stand for."""
+    """The names a temporary file `.NAME.tmp` or `.NAME.HOST.PID.tmp` (manifest.temp_name with the tag
+    of a process) may stand for."""
     if not (name.startswith(".") and name.endswith(".tmp")):
         return []
     inner = name[1:-4]
-    return [inner[:i] for i in range(len(inner), 0, -1) if i == len(inner) or inner[i] == "."]
+    m = re.fullmatch(r"(.+)\.[^/]+\.\d+", inner)
+    return [inner] + ([m.group(1)] if m else [])
 
 
 def _is_ours_temp(name, prefix):
@@ -110,23 +112,23 @@ class OutputDir:
 
     # --- the lock ---
     def __enter__(self):
+        path = os.path.join(self.path, LOCK)
         try:
             if self.create and not os.path.isdir(self.path):
                 os.makedirs(self.path)
                 self._made_dir = True
-            self._made_lock = not os.path.exists(os.path.join(self.path, LOCK))
-            f = open(os.path.join(self.path, LOCK), "a+")
+            while True:
+                self._made_lock = not os.path.lexists(path)
+                # never through a symlink planted at the name: that would truncate its target
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+                f = os.fdopen(fd, "r+")
+                if self._take(f) and os.path.lexists(path) and os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break  # locked, and still the file at that name (not one a finishing command removed)
+                f.close()
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UserError(f"{path} is a symlink, not this tool's lock file; remove it and rerun") from None
             raise UserError(os_error_line(e, self.path)) from None
-        try:
-            fcntl.flock(f.fileno(), (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip()
-            f.close()
-            who = f"by {holder}" if holder else "by the ranks of a multi-machine run"
-            raise UserError(f"{self.path} is in use {who}; wait for it to finish or stop it, "
-                            "or use another --local-dir") from None
         if not self.shared:
             f.seek(0)
             f.truncate()
@@ -135,6 +137,18 @@ class OutputDir:
         self._lock_file = f
         return self
 
+    def _take(self, f):
+        try:
+            fcntl.flock(f.fileno(), (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            who = f"by {holder}" if holder else "by the ranks of a multi-machine run"
+            raise UserError(f"{self.path} is in use {who}; wait for it to finish or stop it, "
+                            "or use another --local-dir") from None
+
     def __exit__(self, *exc):
         f, self._lock_file = self._lock_file, None
         if f is None:
@@ -142,8 +156,9 @@ class OutputDir:
         try:
             if not self.shared:
                 f.truncate(0)
-            # a command that wrote nothing (refused, or found nothing to do in a new directory)
-            # leaves the directory as it found it
+            # a command that wrote nothing (refused, or found nothing to do in a new directory) leaves
+            # the directory as it found it (another command that opened the file meanwhile sees it
+            # gone after taking the lock, and takes the new one: the check in __enter__)
             if self._made_lock and not self.shared and not any(
                     os.path.exists(os.path.join(self.path, n)) for n in (MANIFEST, PARTS)):
                 os.unlink(os.path.join(self.path, LOCK))
@@ -221,8 +236,9 @@ class OutputDir:
                 _unlink(os.path.join(self.path, shard_name(manifest.settings["prefix"], e.index,
                                                            manifest.converting["to"])[0]))
         self.remove_unrecorded_next(manifest)
-        for name in read_merged(self.path):  # made from the shards that just went
-            _unlink(os.path.join(self.path, name))
+        for name in read_merged(self.path):  # made from the shards that just went (if still as merge left it)
+            if merged_by_us(self.path, name):
+                _unlink(os.path.join(self.path, name))
         _unlink(os.path.join(self.path, MERGED))
         _unlink(manifest.path)
         fsync_dir(self.path)
@@ -244,7 +260,7 @@ class OutputDir:
         """A part whose tokens every shard that needs them has recorded: its record stays (marked
         used, fsynced first) for a rerun's plan; its tokens go."""
         tok_path, counts_path, meta_path = part_paths(self.path, i)
-        with open(meta_path + ".used", "w") as f:
+        with create_file(meta_path + ".used") as f:
             os.fsync(f.fileno())
         fsync_dir(os.path.dirname(meta_path))
         _unlink(tok_path)
@@ -288,6 +304,18 @@ def read_merged(path):
         return {}
 
 
+def merged_by_us(path, name):
+    """Is `name` in directory `path` the train.bin / val.bin that `merge` wrote there, untouched since
+    (its size and modification time as merge.json recorded them)? Nothing else is ever replaced or deleted."""
+    rec = read_merged(path).get(name) or {}
+    try:
+        st = os.lstat(os.path.join(path, name))
+    except FileNotFoundError:
+        return False
+    return (not os.path.islink(os.path.join(path, name)) and rec.get("bytes") == st.st_size
+            and rec.get("mtime_ns") == st.st_mtime_ns)
+
+
 def human_bytes(n):
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
@@ -295,11 +323,7 @@ def human_bytes(n):
     return f"{int(n)} bytes"
 
 
-def _unlink(p):
-    try:
-        os.unlink(p)
-    except FileNotFoundError:
-        pass
+_unlink = remove_file
 
 
 def os_error_line(e, path):

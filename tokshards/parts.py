@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import UserError
 from .formats import sha256_file
-from .manifest import atomic_write, fsync_dir, temp_name
+from .manifest import atomic_write, create_file, fsync_dir, remove_file, temp_name
 from .outdir import part_paths
 from .pool import tokenize_in_order
 from .positions import Position
@@ -64,11 +64,18 @@ class Part:
         """Raises ValueError (KeyError, TypeError) unless d is the record of part i as this tool writes it."""
         if d["index"] != i or not isinstance(d["has_counts"], bool) or not isinstance(d["sha256"], str):
             raise ValueError(f"not the record of part {i}")
-        batches = tuple(PartBatch(int(t), int(k), Position.from_json(p), str(b)) for t, k, p, b in d["batches"])
-        if any(b.token > c.token for b, c in zip(batches, batches[1:])):
-            raise ValueError(f"part {i}: batches out of order")
-        return cls(i, str(d["file"]), int(d["tokens"]), int(d["bytes"]), int(d["docs"]), d["sha256"],
-                   d["has_counts"], batches)
+        tokens, nbytes, docs = (d[k] for k in ("tokens", "bytes", "docs"))
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**63 for x in (tokens, nbytes, docs)) \
+                or nbytes not in (2 * tokens, 4 * tokens) or docs > tokens:
+            raise ValueError(f"part {i}: counts do not add up")
+        batches = tuple(PartBatch(t, k, Position.from_json(p), str(b)) for t, k, p, b in d["batches"])
+        starts, docs_at = [b.token for b in batches], [b.doc for b in batches]
+        if tokens and (not batches or starts[0] != 0 or docs_at[0] != 0):
+            raise ValueError(f"part {i}: its batches do not start at its first token")
+        if any(not isinstance(x, int) for x in starts + docs_at) or starts != sorted(set(starts)) \
+                or (starts and starts[-1] >= tokens) or docs_at != sorted(docs_at) or (docs_at and docs_at[-1] > docs):
+            raise ValueError(f"part {i}: batches out of order or beyond its tokens")
+        return cls(i, str(d["file"]), tokens, nbytes, docs, d["sha256"], d["has_counts"], batches)
 
 
 def load_done(out_dir, i, check_sha=True):
@@ -106,7 +113,7 @@ def tokenize_file(job, i, nprocs=0):
     with_counts = bool(getattr(job.source, "has_token_count", False))
     eot = job.spec.eot
     try:
-        with open(tmp[0], "wb") as ftok, open(tmp[1], "wb") as fcnt, \
+        with create_file(tmp[0]) as ftok, create_file(tmp[1]) as fcnt, \
                 closing(job.source.file_batches(i)) as src, \
                 closing(tokenize_in_order(src, job.encoder_args(), nprocs)) as stream:
             for enc in stream:
@@ -128,14 +135,11 @@ def tokenize_file(job, i, nprocs=0):
         if with_counts:
             os.replace(tmp[1], paths[1])
         else:
-            os.unlink(tmp[1])
+            remove_file(tmp[1])
         fsync_dir(os.path.dirname(paths[0]))
     except BaseException:
         for t in tmp:
-            try:
-                os.unlink(t)
-            except FileNotFoundError:
-                pass
+            remove_file(t)
         raise
     part = Part(i, str(job.source.files[i]), n, n * job.spec.np_dtype.itemsize, docs, h.hexdigest(), with_counts,
                 tuple(batches))

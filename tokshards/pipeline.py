@@ -44,6 +44,11 @@ def open_manifest(out, job, log):
         source_mismatch(out.path, m.source, job.source.describe())
     if problem:
         raise UserError(problem)
+    nfiles = len(job.source.files)
+    for s in m.shards:
+        if s.end is not None and s.end.pos.file >= nfiles:
+            raise UserError(f"{m.path}: shard {s.index} ends in input file {s.end.pos.file}, but there are {nfiles}: "
+                            "this manifest does not describe this input; use another --local-dir, or --overwrite")
     if m.settings.get("tokenizer_sha256") is None:  # a manifest of an earlier version: record them from now on
         log(f"{out.path}: made by an earlier fineweb.py that did not record the tokenizer's content hash and the "
             "inputs' fingerprints; recording them now")

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
@@ -100,20 +101,15 @@ class WorkerPool:
         # be born with both unblocked
         resource_tracker.ensure_running()
         try:
-            for _ in range(n):
-                parent_end, child_end = ctx.Pipe(duplex=True)
-                p = ctx.Process(target=worker_main, args=(child_end, args, os.getpid()), daemon=True,
-                                name="fineweb-tokenizer")
-                # born with Ctrl-C/SIGTERM blocked: a signal during start-up reaches the parent
-                # (which stops the pool) and never makes a worker print a traceback
-                old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-                try:
+            with _signals_held():  # (a signal held meanwhile is raised as it exits: workers get killed below)
+                for _ in range(n):
+                    parent_end, child_end = ctx.Pipe(duplex=True)
+                    p = ctx.Process(target=worker_main, args=(child_end, args, os.getpid()), daemon=True,
+                                    name="fineweb-tokenizer")
                     p.start()
-                finally:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
-                child_end.close()
-                self.procs.append(p)
-                self.conns.append(parent_end)
+                    self.procs.append(p)
+                    self.conns.append(parent_end)
+                    child_end.close()
         except BaseException:
             self.kill()
             raise
@@ -210,6 +206,32 @@ class WorkerPool:
         for c in self.conns:
             c.close()
         self.procs, self.conns = [], []
+
+
+@contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM wait while workers are being started: workers are born with both blocked
+    (a pending one is dropped when they ignore it), and in this process a signal that arrives meanwhile
+    (to any thread) is acted on once every worker is started and known, so that none is left half
+    started (it would print a traceback) or unknown to kill()."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    handlers = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in STOP_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if held:  # as if it came now
+        handler = handlers[held[0]]
+        if callable(handler):
+            handler(held[0], None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(held[0])
 
 
 # --- in the worker process ---

@@ -16,6 +16,10 @@ from typing import Optional
 from .errors import UserError
 
 
+def _count(x):
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**63
+
+
 @dataclass(frozen=True)
 class Position:
     file: int
@@ -30,13 +34,13 @@ class Position:
 
     @classmethod
     def from_json(cls, d):
-        if not isinstance(d, dict) or not isinstance(d.get("file"), int) or d["file"] < 0:
+        if not isinstance(d, dict) or not _count(d.get("file")):
             raise ValueError(f"not a source position: {d!r}")
         if "state" in d:
             if d["state"] is not None and not isinstance(d["state"], dict):
                 raise ValueError(f"not a source position: {d!r}")
             return cls(d["file"], None, False, d["state"])
-        if not isinstance(d.get("offset"), int) or d["offset"] < 0 or not isinstance(d.get("cont"), bool):
+        if not _count(d.get("offset")) or not isinstance(d.get("cont"), bool):
             raise ValueError(f"not a source position: {d!r}")
         return cls(d["file"], d["offset"], d["cont"])
 
@@ -59,7 +63,7 @@ class End:
     def from_json(cls, d):
         if d is None:
             return None
-        if not isinstance(d, dict) or not isinstance(d.get("skip"), int) or d["skip"] < 0:
+        if not isinstance(d, dict) or not _count(d.get("skip")):
             raise ValueError(f"not a shard end position: {d!r}")
         return cls(Position.from_json(d.get("pos")), d["skip"])
 

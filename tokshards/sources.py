@@ -21,9 +21,11 @@ import zlib
 from dataclasses import dataclass
 from typing import Optional
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import UserError
+from .outdir import LOCK
 from .positions import Position
 from .textfile import GiantDocument, iter_pieces, plan_ranges
 
@@ -63,7 +65,18 @@ class ParquetTask:
         except Exception as e:  # flipped bytes, a truncated file: said at once, with the file's name
             raise UserError(corrupt(self.path, f"row group {self.row_group}", e)) from None
         # the Arrow text column: pool.encode makes the strings (null text: an empty document)
-        return table.column(0), (table.column(1).to_pylist() if self.with_counts else None)
+        return table.column(0), (token_counts(table.column(1)) if self.with_counts else None)
+
+
+def check_text_type(path, column, typ):
+    """The text column must hold text (a string column; null is an empty document)."""
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_string_view(typ)):
+        raise UserError(f"{path}: column {column!r} holds {typ}, not text; pick the text column with --text-column")
+
+
+def token_counts(column):
+    """The source's token_count column as a list of ints (a null counts 0: it is a cross-check only)."""
+    return column.fill_null(0).to_pylist()
 
 
 def corrupt(path, where, e):
@@ -121,7 +134,7 @@ def row_group_batches(pf, i, rg, first_row, start_row, columns):
         lo, at = max(0, start_row - at), at + len(b)
         if lo < len(b):
             b = b.slice(lo)
-            counts = b.column(1).to_pylist() if len(columns) > 1 else None
+            counts = token_counts(b.column(1)) if len(columns) > 1 else None
             # the Arrow column itself: pickling it to a worker is ~4x cheaper than building and
             # pickling 256 Python strings, and the worker makes the strings (tokenizer.encode)
             yield Batch(b.column(0), Position(i, at - len(b)), token_counts=counts)
@@ -145,12 +158,17 @@ def expand_inputs(paths, exclude=None):
     def inside(f):
         return skip is not None and os.path.commonpath([skip, os.path.realpath(f)]) == skip
 
+    def walk(top):  # not into another output directory of this tool (its lock file says so)
+        for d, dirs, fs in os.walk(top):
+            if d != top and LOCK in fs:
+                dirs[:] = []
+                continue
+            yield from (os.path.join(d, f) for f in fs if _kind(f) and not f.startswith("."))
+
     files = []
     for p in paths:
         if os.path.isdir(p):
-            found = sorted(
-                os.path.join(d, f) for d, _, fs in os.walk(p) for f in fs if _kind(f) and not f.startswith(".")
-            )
+            found = sorted(walk(p))
             found = [f for f in found if not inside(f)]
             if not found:
                 raise UserError(f"--input {p}: no .parquet, .jsonl/.json or .txt files in this directory")
@@ -243,11 +261,15 @@ class LocalSource:
         columns, checked_jsonl = {}, False
         for f in files:  # fail at once, not hours in, on a bad column
             if (_kind(f) or "text") == "parquet":
-                names = columns[f] = self._parquet_columns(f)
+                schema = self._parquet_schema(f)
+                names = columns[f] = schema.names
                 if text_column not in names:
                     raise UserError(
                         f"{f}: no column {text_column!r} (columns: {', '.join(names)}); pick one with --text-column"
                     )
+                check_text_type(f, text_column, schema.field(text_column).type)
+                if "token_count" in names and not pa.types.is_integer(schema.field("token_count").type):
+                    names = columns[f] = [n for n in names if n != "token_count"]  # not a count: not a cross-check
             elif _kind(f) == "jsonl" and not checked_jsonl:
                 next(self._jsonl(f, 0), None)  # the first line shows a wrong --text-column now
                 checked_jsonl = True
@@ -262,9 +284,9 @@ class LocalSource:
         self.log = self.log or (lambda msg: None)
 
     @staticmethod
-    def _parquet_columns(path):
+    def _parquet_schema(path):
         try:
-            return pq.ParquetFile(path).schema_arrow.names
+            return pq.ParquetFile(path).schema_arrow
         except Exception as e:
             raise UserError(f"{path}: not a readable parquet file ({str(e).splitlines()[0][:200]})") from None
 
@@ -352,8 +374,8 @@ class LocalSource:
                     raise UserError(f"{path}: a JSON array, not JSON lines; convert it to one object per line")
                 try:
                     obj = json.loads(line)
-                except ValueError as e:
-                    raise UserError(f"{path}: invalid JSON in the line at byte {here} ({e})") from None
+                except (ValueError, RecursionError) as e:
+                    raise UserError(f"{path}: invalid JSON in the line at byte {here} ({str(e)[:200]})") from None
                 if not isinstance(obj, dict) or self.text_column not in obj:
                     keys = ", ".join(obj) if isinstance(obj, dict) else "not a JSON object"
                     raise UserError(

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import UserError
 from .formats import header_for, sha256_file
-from .manifest import fsync_dir, temp_name
+from .manifest import create_file, fsync_dir, remove_file, temp_name
 from .shards import Cutter, make_entry, shard_name
 
 
@@ -35,10 +35,7 @@ def _discard(f, tmp):
         f.close()
     except OSError:
         pass
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
+    remove_file(tmp)
 
 
 class ShardWriter:
@@ -108,7 +105,7 @@ class ShardWriter:
     def _open(self):
         name, _ = shard_name(self.prefix, len(self.manifest.shards), self.fmt)
         self._tmp = temp_name(os.path.join(self.manifest.out_dir, name))
-        self._f = open(self._tmp, "w+b")
+        self._f = create_file(self._tmp)
         # also removed if the run stops elsewhere (an exception, Ctrl-C) while a shard is open
         self._cleanup = weakref.finalize(self, _discard, self._f, self._tmp)
         self._f.write(self.head)
