@@ -2,20 +2,23 @@
 
 Every setting is checked here, before anything is read or written: a mistake costs one line and
 exit code 1 at start, not a traceback hours in. Ctrl-C and SIGTERM end any command with one line
-(exit 130 / 143) after its clean-up; the modules that do the work are imported only by the command
-that needs them (`--help` and the one-line errors stay fast).
+(exit 130 / 143) after its clean-up. The modules that read and tokenize (pyarrow, datasets, tiktoken:
+seconds of imports) are imported only by the command that needs them, so `--help` and the one-line
+errors about flags stay fast.
 """
 import argparse
 import codecs
 import errno
 import os
 import re
+import resource
 import signal
 import sys
 import threading
 import time
 import tomllib
 
+from .encoders import BACKENDS
 from .errors import Interrupted, UserError
 from .formats import FORMATS
 from .manifest import PREFIX_CHARS, valid_prefix
@@ -53,7 +56,8 @@ PRESET_TYPES = {
     "readers": int, "engine": str, "ray_address": str, "rank": int, "world_size": int, "retries": int,
     "retry_time": (int, float), "quiet": bool, "disk_check": bool,
 }
-CHOICES = {"format": FORMATS, "tokenizer_backend": ("auto", "fast", "tiktoken"), "engine": ("local", "ray")}
+ENGINES = ("local", "ray")
+CHOICES = {"format": FORMATS, "tokenizer_backend": BACKENDS, "engine": ENGINES}
 STOP_WATCHDOG_SECONDS = 10  # after Ctrl-C/SIGTERM, the clean-up may take this long, never more
 
 
@@ -87,7 +91,8 @@ def build_parser():
                      help="local files, directories or globs instead of the Hub: .parquet, .jsonl/.json (.gz/.zst), text")
     src.add_argument("--text-column", default=S, metavar="NAME", help="column/field holding the text (default text)")
     src.add_argument("--doc-separator", default=S, metavar="STR",
-                     help="plain text: string between documents, backslash escapes allowed (default \\n\\n)")
+                     help="plain text: string between documents, backslash escapes allowed (default \\n\\n); "
+                     "\\r\\n and \\r line endings are read as \\n, as Python's open() does")
     src.add_argument("--revision", default=S, help="Hub branch, tag or commit to read (default: main, pinned to its sha)")
     out = p.add_argument_group("output")
     out.add_argument("--local-dir", default=S, metavar="DIR",
@@ -97,7 +102,8 @@ def build_parser():
     out.add_argument("--format", default=S, choices=FORMATS,
                      help="bin: raw uint16 (nanoGPT memmap); npy: build-nanogpt np.save; llmc: llm.c .bin with header")
     out.add_argument("--max-tokens", default=S, metavar="N", help="stop after this many tokens, e.g. 500M")
-    out.add_argument("--overwrite", action="store_true", default=S, help="delete an existing run in --local-dir and start over")
+    out.add_argument("--overwrite", action="store_true", default=S, help="delete this tool's run in --local-dir (only the files its manifest accounts for; never "
+                     "anyone else's) and start over")
     out.add_argument("--no-disk-check", dest="disk_check", action="store_false", default=S,
                      help="do not refuse to start when the disk looks too small for the run")
     tk = p.add_argument_group("tokenizer")
@@ -105,7 +111,7 @@ def build_parser():
                     help="tiktoken encoding (gpt2, r50k_base, cl100k_base, o200k_base) or a tokenizer.json path (default gpt2)")
     tk.add_argument("--eot-token", default=S, metavar="STR",
                     help="document delimiter token put before every document (default: <|endoftext|> or detected)")
-    tk.add_argument("--tokenizer-backend", default=S, choices=("auto", "fast", "tiktoken"),
+    tk.add_argument("--tokenizer-backend", default=S, choices=BACKENDS,
                     help="gpt2/r50k_base: auto uses fastokens when installed and self-checked (same ids, ~5-10x "
                     "faster), else tiktoken; fast requires it; tiktoken never uses it (default auto)")
     tk.add_argument("--check-every", type=int, default=S, metavar="N",
@@ -116,14 +122,15 @@ def build_parser():
     run = p.add_argument_group("running")
     run.add_argument("--config", default=S, metavar="FILE", help="TOML preset (see config/); flags given here win")
     run.add_argument("--readers", type=int, default=S, metavar="N",
-                     help="Hub: data files downloaded at once, documents still in dataset order "
-                     "(default: 1 per 4 cores, 1 to 8)")
+                     help="Hub: parquet row groups downloaded at once, spread over the tokenizer processes "
+                     "(default: each downloads its next one while it tokenizes one); other formats: data files "
+                     "streamed at once (default: 1 per 4 cores, 1 to 8). Documents stay in dataset order")
     run.add_argument("--retries", type=int, default=S, metavar="N",
                      help="network: consecutive failed attempts before giving up (default 20)")
     run.add_argument("--retry-time", type=float, default=S, metavar="SECONDS",
                      help="network: give up after failing this long without progress (default 1800)")
     many = p.add_argument_group("more than one machine (the output directory must be shared by all)")
-    many.add_argument("--engine", default=S, choices=("local", "ray"),
+    many.add_argument("--engine", default=S, choices=ENGINES,
                       help="local: this machine (default); ray: one Ray task per source file, then the shards "
                       "are assembled; same bytes either way")
     many.add_argument("--ray-address", default=S, metavar="ADDR",
@@ -225,7 +232,7 @@ def pinned_revision(out_dir, opts):
 
 def make_job(opts, log):
     # imported here, not at the top: reading the data needs numpy, pyarrow, datasets (slow to import)
-    from .hub import HubSource, default_readers, naming
+    from .hub import HubSource, naming
     from .job import Job
     from .sources import LocalSource, expand_inputs
     from .tokspec import load
@@ -252,9 +259,8 @@ def make_job(opts, log):
             hub_logging.set_verbosity_error()
             datasets_logging.set_verbosity_error()
         revision = opts["revision"] or pinned_revision(out_dir, opts)
-        readers = opts["readers"] or default_readers(opts["nprocs"])
         source = HubSource(opts["dataset"], config_name, revision, opts["text_column"],
-                           opts["retries"], opts["retry_time"], log, readers)
+                           opts["retries"], opts["retry_time"], log, opts["readers"])
     return Job(
         source=source, out_dir=out_dir, prefix=opts["prefix"] or prefix, spec=spec, prebuilt=prebuilt,
         fmt=opts["format"], backend=opts["tokenizer_backend"], check_every=opts["check_every"],
@@ -354,9 +360,16 @@ def cmd_run(argv):
     tokens, docs, secs = m.tokens(), sum(s.docs for s in m.shards), time.time() - t0
     if not quiet:
         print(f"done: {tokens:,} tokens, {docs:,} documents, {len(m.shards)} shards in {job.out_dir}/ "
-              f"({secs:.1f}s, {tokens / max(secs, 1e-9) / 1e6:.2f}M tok/s); check with: "
+              f"({secs:.1f}s, {tokens / max(secs, 1e-9) / 1e6:.2f}M tok/s; CPU: {cpu_seconds()}); check with: "
               f"python fineweb.py verify {job.out_dir}")
     return 0
+
+
+def cpu_seconds():
+    """CPU time of this process and of the tokenizer processes it ran (user + system), for the last line:
+    where the time went, on whatever machine this is."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return f"main process {me.ru_utime + me.ru_stime:.1f} s, workers {kids.ru_utime + kids.ru_stime:.1f} s"
 
 
 def cmd_assemble(argv):
