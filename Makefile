@@ -48,11 +48,14 @@ test: $(DEV)
 	$(PYTHON) -m pytest -q tests
 
 # Throughput side by side with build-nanogpt (table), then 30 MB / 300 MB / 1.5 GB (table + plot):
-# prints markdown tables, writes bench/out/*.md and bench/out/scale.png. Takes ~30 minutes.
+# prints markdown tables, writes bench/out/*.md and bench/out/scale.png; then --readers on a capped
+# loopback Hub, and where the CPU goes (main process vs workers, local vs Hub, projected to 8/32/96
+# cores). Takes ~35 minutes.
 bench: $(DEV)
 	$(PYTHON) bench/bench.py
 	$(PYTHON) bench/bench.py --scale
 	$(PYTHON) bench/hub_readers.py
+	$(PYTHON) bench/parent_cost.py
 
 # The real thing (needs the Hugging Face Hub): build-nanogpt's data, resumable.
 sample-10BT: $(RUNTIME)

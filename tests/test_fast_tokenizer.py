@@ -195,7 +195,9 @@ def test_workers_get_the_parents_tiktoken_encoding(monkeypatch):
     monkeypatch.setattr(tiktoken, "get_encoding", no_get_encoding)
     enc = args.build()
     texts = ["Hello world", "<|endoftext|> literal", "naïve café 漢字 🎉"]
-    ids, counts = pool.encode(enc, Batch(texts, Position(0)))
+    batch = Batch(texts, Position(0))
+    ids, counts, docs = pool.encode(enc, batch, pool.read(batch, None))
+    assert docs == len(texts)
     assert enc.backend.startswith("fastokens ") and counts is None
     assert np.array_equal(ids, SLOW.encode_batch(texts)) and ids.dtype == SLOW.spec.np_dtype
     assert enc.spec.eot == SLOW.spec.eot and enc.spec.n_vocab == SLOW.spec.n_vocab

@@ -219,3 +219,87 @@ def test_quiet_silences_the_client_libraries_retry_lines_too(hub, tmp_path, refe
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert sum(hub.fired().values()) > 0
     assert files_of(tmp_path / "q") == reference
+
+
+# ---- row groups read by the workers themselves (the main process reads only footers) ----
+
+@pytest.mark.parametrize("nprocs,readers", [(2, None), (2, 3), (0, None)])
+def test_workers_read_row_groups_with_the_bytes_of_input(hub, tmp_path, reference, nprocs, readers):
+    extra = ["--readers", readers] if readers else []
+    r = run_cli("--shard-size", SHARD, "--nprocs", nprocs, "--remote", "10BT", *extra, cwd=tmp_path,
+                env=dict(hub_env(hub, tmp_path, timeout=2), FINEWEB_RETRY_BASE_SECONDS="0.05"))
+    assert r.returncode == 0, r.stderr
+    assert files_of(tmp_path / "edu_fineweb10B") == reference
+
+
+@pytest.mark.parametrize("fault", [
+    dict(match="*001_00000.parquet", status=503, status_count=7, range_match="bytes=4-*"),
+    dict(match="*002_00000.parquet", drop_after=1000, drop_count=8, range_match="bytes=4-*"),
+    dict(match="*000_00000.parquet", short_after=50_000, range_match="bytes=4-*"),
+])
+def test_a_fault_in_a_workers_row_group_read_is_retried_there(hub, tmp_path, reference, fault):
+    """The data ranges (bytes=4-...) are read by the worker processes: a fault there is retried in the
+    worker, logged through the main process in one line, and costs nothing."""
+    hub.faults(**fault)
+    r = run_cli("--shard-size", SHARD, "--nprocs", 2, "--remote", "10BT", cwd=tmp_path,
+                env=dict(hub_env(hub, tmp_path, timeout=2), FINEWEB_RETRY_BASE_SECONDS="0.05"))
+    assert r.returncode == 0, r.stderr
+    assert sum(hub.fired().values()) > 0
+    name = fault["match"].lstrip("*")
+    lines = [x for x in r.stderr.splitlines() if x.startswith("network: ")]
+    if "short_after" in fault:  # no client retries a short body: the tool's own retry, in the worker
+        assert lines and all(f"streaming {name}" in x for x in lines), r.stderr
+    assert files_of(tmp_path / "edu_fineweb10B") == reference
+
+
+def test_a_worker_killed_mid_task_is_one_line_and_the_rerun_resumes(hub, tmp_path, reference):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    hub.faults(bandwidth=400_000)  # slow bodies: the workers are busy downloading
+    env = dict(hub_env(hub, tmp_path, timeout=20), FINEWEB_RETRY_BASE_SECONDS="0.05")
+    cmd = [sys.executable, str(REPO / "fineweb.py"), "--shard-size", SHARD, "--nprocs", "2", "--remote", "10BT"]
+    p = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while True:
+        workers = [c for c in psutil.Process(p.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        if len(workers) == 2 and (tmp_path / "edu_fineweb10B" / "manifest.json").exists():
+            break
+        assert p.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)
+    workers[0].send_signal(signal.SIGKILL)
+    _, err = p.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert p.returncode == 1 and lines[-1].startswith("fineweb.py: error: a tokenizer worker process died"), err
+    assert "Traceback" not in err
+    hub.faults()
+    r = run_cli(*cmd[2:], cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert files_of(tmp_path / "edu_fineweb10B") == reference
+
+
+def test_footers_are_read_whole_however_large(tmp_path):
+    """read_footer: one read of the last 64 KiB, and one more for a larger footer (many row groups)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tokshards.hub import parse_footer, read_footer
+
+    for rows, per_group in ((100, 100), (3000, 1)):  # a 1-group file; 3000 groups: a footer far over 64 KiB
+        path = tmp_path / f"f{per_group}.parquet"
+        pq.write_table(pa.table({"text": [f"document {i} " * 5 for i in range(rows)]}), path, row_group_size=per_group)
+        want = pq.ParquetFile(path).metadata
+        with open(path, "rb") as f:
+            raw, md = read_footer(f, path.stat().st_size)
+        assert md.equals(want) and parse_footer(raw).equals(want)
+        assert (len(raw) > 64 << 10) == (per_group == 1), len(raw)
+    with open(path, "rb") as f:  # a file cut short: a data error (retried, then named as damaged)
+        data = f.read()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    with open(tmp_path / "cut.parquet", "rb") as f, pytest.raises(OSError, match="no PAR1"):
+        read_footer(f, len(data) // 2)

@@ -870,7 +870,7 @@ def test_streamed_shards_equal_whole_shard_writes(tmp_path, fmt):
     tokens = rng.integers(0, 40, 3456).astype("<u2")
     cuts = [0, 10, 900, 1000, 2600, 2601, 3456]  # batches within, across and over shards
     for a, b in zip(cuts, cuts[1:]):
-        w.add(Encoded(Position(0, a), False, tokens[a:b], None, "x"), 0, b - a)
+        w.add(Encoded(Position(0, a), False, tokens[a:b], None, "x", int(np.count_nonzero(tokens[a:b] == 7))), 0, b - a)
     w.finish()
     assert [s.tokens for s in m.shards] == [1000, 1000, 1000, 456]
     for s, a in zip(m.shards, range(0, 3456, 1000)):

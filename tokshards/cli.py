@@ -11,6 +11,7 @@ import codecs
 import errno
 import os
 import re
+import resource
 import signal
 import sys
 import threading
@@ -122,8 +123,9 @@ def build_parser():
     run = p.add_argument_group("running")
     run.add_argument("--config", default=S, metavar="FILE", help="TOML preset (see config/); flags given here win")
     run.add_argument("--readers", type=int, default=S, metavar="N",
-                     help="Hub: data files downloaded at once, documents still in dataset order "
-                     "(default: 1 per 4 cores, 1 to 8)")
+                     help="Hub: parquet row groups downloaded at once, spread over the tokenizer processes "
+                     "(default: each downloads its next one while it tokenizes one); other formats: data files "
+                     "streamed at once (default: 1 per 4 cores, 1 to 8). Documents stay in dataset order")
     run.add_argument("--retries", type=int, default=S, metavar="N",
                      help="network: consecutive failed attempts before giving up (default 20)")
     run.add_argument("--retry-time", type=float, default=S, metavar="SECONDS",
@@ -239,7 +241,7 @@ def pinned_revision(out_dir, opts):
 
 def make_job(opts, log):
     # imported here, not at the top: reading the data needs numpy, pyarrow, datasets (slow to import)
-    from .hub import HubSource, default_readers, naming
+    from .hub import HubSource, naming
     from .job import Job
     from .sources import LocalSource, expand_inputs
     from .tokspec import load
@@ -266,9 +268,8 @@ def make_job(opts, log):
             hub_logging.set_verbosity_error()
             datasets_logging.set_verbosity_error()
         revision = opts["revision"] or pinned_revision(out_dir, opts)
-        readers = opts["readers"] or default_readers(opts["nprocs"])
         source = HubSource(opts["dataset"], config_name, revision, opts["text_column"],
-                           opts["retries"], opts["retry_time"], log, readers)
+                           opts["retries"], opts["retry_time"], log, opts["readers"])
     return Job(
         source=source, out_dir=out_dir, prefix=opts["prefix"] or prefix, spec=spec, prebuilt=prebuilt,
         fmt=opts["format"], backend=opts["tokenizer_backend"], check_every=opts["check_every"],
@@ -366,9 +367,16 @@ def cmd_run(argv):
     tokens, docs, secs = m.tokens(), sum(s.docs for s in m.shards), time.time() - t0
     if not quiet:
         print(f"done: {tokens:,} tokens, {docs:,} documents, {len(m.shards)} shards in {job.out_dir}/ "
-              f"({secs:.1f}s, {tokens / max(secs, 1e-9) / 1e6:.2f}M tok/s); check with: "
+              f"({secs:.1f}s, {tokens / max(secs, 1e-9) / 1e6:.2f}M tok/s; CPU: {cpu_seconds()}); check with: "
               f"python fineweb.py verify {job.out_dir}")
     return 0
+
+
+def cpu_seconds():
+    """CPU time of this process and of the tokenizer processes it ran (user + system), for the last line:
+    where the time went, on whatever machine this is."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return f"main process {me.ru_utime + me.ru_stime:.1f} s, workers {kids.ru_utime + kids.ru_stime:.1f} s"
 
 
 def cmd_assemble(argv):

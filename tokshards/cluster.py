@@ -97,7 +97,7 @@ def run_rank(job, rank, world_size, nprocs, log=print):
         mine = list(range(rank, len(job.source.files), world_size))
         tokens = skipped = 0
         for n, i in enumerate(mine, 1):
-            part = tokenize_file(job, i, nprocs)
+            part = tokenize_file(job, i, nprocs, log)
             tokens += part.tokens
             skipped += part.skipped
             log(f"rank {rank}: file {n}/{len(mine)} {_short(part.file)}: {part.tokens:,} tokens"

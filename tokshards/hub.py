@@ -14,9 +14,13 @@ import queue
 import random
 import re
 import sys
+import shutil
+import tempfile
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from contextlib import closing
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,7 +28,7 @@ import pyarrow.parquet as pq
 from .errors import UserError
 from .job import usable_cpus
 from .positions import Position
-from .sources import BATCH_DOCS, Batch, check_text_type, corrupt, parquet_batches
+from .sources import BATCH_DOCS, TASK_BYTES, Batch, check_text_type, corrupt, row_group_batches, token_counts
 
 FINEWEB = {  # repo -> (file prefix, directory stem), as build-nanogpt and llm.c name them
     "HuggingFaceFW/fineweb-edu": ("edufineweb", "edu_fineweb"),
@@ -152,6 +156,154 @@ def _quiet_datasets_retries():
     datasets.config.STREAMING_OPEN_RETRY_INTERVAL = 1
 
 
+def raise_if_user_error(e, dataset, config, sha, local, path=None):
+    """Raise the one-line UserError for a mistake retrying cannot fix (access, names, offline mode,
+    a damaged local file); return for anything else."""
+    if local and is_data_error(e):  # a local mirror: no network to blame
+        raise UserError(corrupt(path or dataset, "it", e)) from None
+    errors = _hf_errors()
+    name = type(e).__name__
+    where = f"{dataset!r}" + (f" at revision {sha}" if sha else "")
+    if isinstance(e, errors.GatedRepoError) or (
+        isinstance(e, errors.HfHubHTTPError) and getattr(e.response, "status_code", 0) in (401, 403)
+        and not isinstance(e, errors.RepositoryNotFoundError)
+    ):
+        raise UserError(f"access to {where} was refused: accept its terms on the Hub and set HF_TOKEN") from None
+    if isinstance(e, errors.RepositoryNotFoundError) or name == "DatasetNotFoundError":
+        raise UserError(
+            f"dataset {dataset!r} not found on the Hub (or it is private/gated: set HF_TOKEN); check --dataset"
+        ) from None
+    if isinstance(e, errors.RevisionNotFoundError):
+        raise UserError(f"revision not found in {dataset!r}: check --revision") from None
+    if isinstance(e, errors.OfflineModeIsEnabled) or "OfflineModeIsEnabled" in str(e):
+        raise UserError("HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set: unset it to stream from the Hub") from None
+    if isinstance(e, ValueError) and ("BuilderConfig" in str(e) or "config" in str(e).lower()):
+        raise UserError(f"{dataset!r} has no config {config!r}: {str(e).splitlines()[0]}") from None
+    if name == "DataFilesNotFoundError" or isinstance(e, FileNotFoundError) and local:
+        raise UserError(f"{dataset} ({config}): no data files found: {e}") from None
+
+
+def open_data_file(path, size=None):
+    """A data file, for random access: ranged GETs at the pinned revision (hf://...@sha/...), or a
+    local file. `size` known already: no request to ask for it."""
+    if not path.startswith("hf://"):
+        return open(path, "rb")
+    from huggingface_hub import HfFileSystem
+
+    # no read-ahead cache: pyarrow asks for exactly the byte ranges it needs
+    return HfFileSystem().open(path[len("hf://") :], "rb", cache_type="none", size=size)
+
+
+FOOTER_READ = 64 << 10  # the end of the file read at once, as pyarrow does: usually the whole footer
+
+
+def read_footer(f, size):
+    """(raw footer bytes, parsed FileMetaData) of an open parquet file of `size` bytes: one read of
+    its last 64 KiB, and a second one only for a footer larger than that."""
+    k = min(size, FOOTER_READ)
+    f.seek(size - k)
+    tail = f.read(k)
+    if len(tail) != k or tail[-4:] != b"PAR1":
+        raise OSError("not a parquet file (no PAR1 at its end), or cut short")
+    n = int.from_bytes(tail[-8:-4], "little")
+    if n + 8 > size:
+        raise OSError("parquet footer length beyond the file: damaged")
+    if n + 8 > k:
+        f.seek(size - 8 - n)
+        raw = f.read(n + 8 - k) + tail[:-8]
+    else:
+        raw = tail[-8 - n : -8]
+    if len(raw) != n:
+        raise OSError("parquet footer cut short")
+    return raw, parse_footer(raw)
+
+
+def parse_footer(raw):
+    """A FileMetaData from a footer's bytes alone (the offsets in it still point into the real file)."""
+    return pq.read_metadata(pa.BufferReader(b"PAR1" + raw + len(raw).to_bytes(4, "little") + b"PAR1"))
+
+
+class FooterSpool:
+    """The footers of the Hub parquet files being read, written once by the parent into a private
+    temporary directory, for the workers: a FineWeb file's footer is ~5 KB per row group (~3 MB for a
+    2 GB file), too much to send with every row-group task or for every worker to download again.
+    Footers of files `keep` files behind the newest are deleted; a worker that still needs one reads
+    it from the Hub (a fallback, never a failure)."""
+
+    def __init__(self, keep=16):
+        self.dir, self.keep = tempfile.mkdtemp(prefix="fineweb-footers-"), keep
+
+    def put(self, i, raw):
+        path = os.path.join(self.dir, f"{i:06d}.footer")
+        with open(path + ".tmp", "wb") as f:
+            f.write(raw)
+        os.replace(path + ".tmp", path)
+        old = os.path.join(self.dir, f"{i - self.keep:06d}.footer")
+        if i >= self.keep and os.path.exists(old):
+            os.unlink(old)
+        return path
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+FOOTERS_KEPT = 4  # parsed footers a worker keeps, by file
+_footers = OrderedDict()  # (in a worker) path -> FileMetaData
+
+
+def footer_of(path, spooled, f, size):
+    """The FileMetaData of data file `path` in a worker: parsed once per file, from the spool when it is
+    still there, else from the file itself (open as f)."""
+    md = _footers.get(path)
+    if md is None:
+        try:
+            with open(spooled, "rb") as fs:
+                md = parse_footer(fs.read())
+        except (OSError, TypeError):
+            md = read_footer(f, size)[1]
+        _footers[path] = md
+        while len(_footers) > FOOTERS_KEPT:
+            _footers.popitem(last=False)
+    _footers.move_to_end(path)
+    return md
+
+
+@dataclass(frozen=True)
+class HubRowGroup:
+    """One row group of a Hub parquet file (from row `skip` on), read by the worker that tokenizes it:
+    byte-range GETs at the pinned revision, with the file's size and footer from the parent (no API
+    call for them), and the same logged, budgeted retry as the parent's reads, per task."""
+
+    path: str  # hf://datasets/REPO@SHA/FILE, or a local mirror's file
+    size: int
+    footer: str  # the parent's spooled copy of the file's footer
+    row_group: int
+    skip: int
+    columns: tuple
+    dataset: str
+    config: str
+    sha: str
+    retries: int
+    retry_seconds: float
+
+    def read(self, log):
+        local = not self.path.startswith("hf://")
+        retrier = Retrier(self.retries, self.retry_seconds, log)
+        while True:
+            try:
+                with open_data_file(self.path, self.size) as f:
+                    pf = pq.ParquetFile(f, metadata=footer_of(self.path, self.footer, f, self.size))
+                    # one worker per core: pyarrow's own thread pool only competes with the other workers
+                    table = pf.read_row_group(self.row_group, columns=list(self.columns), use_threads=False)
+                table = table.slice(self.skip)
+                return table.column(0), (token_counts(table.column(1)) if len(self.columns) > 1 else None)
+            except Exception as e:
+                raise_if_user_error(e, self.dataset, self.config, self.sha, local, self.path)
+                if not is_transient(e):
+                    raise
+                retrier.wait(e, f"streaming {os.path.basename(self.path)}")
+
+
 class HubSource:
     """A dataset on the Hub (or a local directory laid out like one), read file by file.
 
@@ -162,6 +314,8 @@ class HubSource:
 
     - Parquet (FineWeb and most Hub datasets): huggingface_hub's HfFileSystem (token, pinned
       revision, its HTTP retries) with pyarrow's ParquetFile, one row group in memory at a time.
+      This process reads only each file's footer; every row group is a task (HubRowGroup) that the
+      worker tokenizing it downloads and decodes itself, so the parent stays off the data path.
       Not datasets' streaming reader: its pyarrow scanner reads a file ahead without bound while
       the consumer is slower than the network (apache/arrow#39808; measured here: the parent held
       1.2 GB for one 369 MB file, 2.3 GB for two), and a FineWeb file is 2 GB. Position:
@@ -171,11 +325,11 @@ class HubSource:
     """
 
     def __init__(self, dataset, config, revision, text_column, retries=20, retry_seconds=1800, log=print,
-                 readers=1):
-        self.dataset, self.config, self.text_column, self.readers = dataset, config, text_column, max(1, readers)
+                 readers=None):
+        self.dataset, self.config, self.text_column, self.readers = dataset, config, text_column, readers
         self.local = os.path.isdir(dataset)
         self.retries, self.retry_seconds, self.log = retries if not self.local else 0, retry_seconds, log
-        self.sha, self.has_token_count = None, None
+        self.sha, self.has_token_count, self.spool = None, None, None
         _quiet_datasets_retries()
         # the first contact: a short budget, and a line that says what to check (NO_CONTACT_HINT)
         self.sha = None if self.local else self._with_retries(
@@ -193,8 +347,8 @@ class HubSource:
         self.has_token_count = counts_type != "absent" and (counts_type is None or pa.types.is_integer(counts_type))
         self.columns = [text_column] + (["token_count"] if self.has_token_count else [])
 
-    def __getstate__(self):  # sent to other processes (cluster.py): without the log function
-        return dict(self.__dict__, log=None)
+    def __getstate__(self):  # sent to other processes (cluster.py): without the log function and spool
+        return dict(self.__dict__, log=None, spool=None)
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -219,29 +373,7 @@ class HubSource:
                 retrier.wait(e, what, *([advice] if advice else []))
 
     def _raise_if_user_error(self, e, path=None):
-        if self.local and is_data_error(e):  # a local mirror: no network to blame
-            raise UserError(corrupt(path or self.dataset, "it", e)) from None
-        errors = _hf_errors()
-        name = type(e).__name__
-        where = f"{self.dataset!r}" + (f" at revision {self.sha}" if self.sha else "")
-        if isinstance(e, errors.GatedRepoError) or (
-            isinstance(e, errors.HfHubHTTPError) and getattr(e.response, "status_code", 0) in (401, 403)
-            and not isinstance(e, errors.RepositoryNotFoundError)
-        ):
-            raise UserError(f"access to {where} was refused: accept its terms on the Hub and set HF_TOKEN") from None
-        if isinstance(e, errors.RepositoryNotFoundError) or name == "DatasetNotFoundError":
-            raise UserError(
-                f"dataset {self.dataset!r} not found on the Hub (or it is private/gated: set HF_TOKEN); "
-                "check --dataset"
-            ) from None
-        if isinstance(e, errors.RevisionNotFoundError):
-            raise UserError(f"revision not found in {self.dataset!r}: check --revision") from None
-        if isinstance(e, errors.OfflineModeIsEnabled) or "OfflineModeIsEnabled" in str(e):
-            raise UserError("HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set: unset it to stream from the Hub") from None
-        if isinstance(e, ValueError) and ("BuilderConfig" in str(e) or "config" in str(e).lower()):
-            raise UserError(f"{self.dataset!r} has no config {self.config!r}: {str(e).splitlines()[0]}") from None
-        if name == "DataFilesNotFoundError" or isinstance(e, FileNotFoundError) and self.local:
-            raise UserError(f"{self.dataset} ({self.config}): no data files found: {e}") from None
+        raise_if_user_error(e, self.dataset, self.config, self.sha, self.local, path)
 
     def _resolve(self, revision):
         from huggingface_hub import HfApi
@@ -268,14 +400,7 @@ class HubSource:
         return {name: None for name in ds.features} if ds.features else None
 
     def _open_file(self, i):
-        """A data file, for random access: ranged GETs at the pinned revision (or a local file)."""
-        path = self.files[i]
-        if not path.startswith("hf://"):
-            return open(path, "rb")
-        from huggingface_hub import HfFileSystem
-
-        # no read-ahead cache: pyarrow asks for exactly the byte ranges it needs
-        return HfFileSystem().open(path[len("hf://") :], "rb", cache_type="none")
+        return open_data_file(self.files[i])
 
     def _open(self, i, state=None):
         import datasets
@@ -300,9 +425,19 @@ class HubSource:
     def input_bytes(self):
         return None
 
+    def fetchers(self, nprocs):
+        """Row groups each worker downloads at once: --readers spread over the workers (at least one,
+        the next, while it tokenizes the one before). Other formats are read by this process."""
+        if self.builder != "parquet" or not self.readers:
+            return 1
+        return max(1, -(-self.readers // max(1, nprocs)))
+
     def file_batches(self, i, pos=None):
-        """The batches of file i, from position `pos` (one of its batches' start) on. A transient
-        failure re-opens the file where the last batch handed on ended."""
+        """The batches of file i, from position `pos` (one of its batches' start) on."""
+        return self._spooled(self._file_batches(i, pos))
+
+    def _file_batches(self, i, pos=None):
+        """As file_batches. A transient failure re-opens the file where the last batch handed on ended."""
         read = self._parquet_batches if self.builder == "parquet" else self._datasets_batches
         retrier = Retrier(self.retries, self.retry_seconds, self.log)
         while True:
@@ -318,10 +453,31 @@ class HubSource:
                 retrier.wait(e, f"streaming {os.path.basename(self.files[i])}")
 
     def _parquet_batches(self, i, pos):
-        """(batch, position after it) from position pos: Position(file, row)."""
+        """(batch, position after it) from position pos: Position(file, row). A row group is a task
+        for a worker (HubRowGroup: this process reads only the footer); one too large for that is
+        read here, batch by batch."""
+        start_row = pos.offset if pos else 0
         with self._open_file(i) as f:
-            for b in parquet_batches(pq.ParquetFile(f), i, pos.offset if pos else 0, self.columns):
-                yield b, Position(i, b.start.offset + len(b.texts))
+            size = f.size if hasattr(f, "size") else os.fstat(f.fileno()).st_size
+            raw, md = read_footer(f, size)
+            pf = pq.ParquetFile(f, metadata=md)
+            footer = self.spool.put(i, raw) if self.spool else None
+            row = 0
+            for rg in range(pf.num_row_groups):
+                meta = pf.metadata.row_group(rg)
+                n = meta.num_rows
+                if row + n <= start_row or n == 0:
+                    row += n
+                    continue
+                skip = max(0, start_row - row)
+                if meta.total_byte_size <= TASK_BYTES:
+                    task = HubRowGroup(self.files[i], size, footer, rg, skip, tuple(self.columns), self.dataset,
+                                       self.config, self.sha, self.retries, self.retry_seconds)
+                    yield Batch(None, Position(i, row + skip), task=task), Position(i, row + n)
+                else:
+                    for b in row_group_batches(pf, i, rg, row, row + skip, self.columns):
+                        yield b, Position(i, b.start.offset + len(b.texts))
+                row += n
 
     def _datasets_batches(self, i, pos):
         """(batch, position after it) from position pos: Position(file, state=the dataset's state_dict)."""
@@ -340,8 +496,23 @@ class HubSource:
             raise UserError("this output was started by an older fineweb.py (another resume position); "
                             "rerun with --overwrite")
         first = pos.file if pos else 0
-        streams = (self.file_batches(i, pos if i == first else None) for i in range(first, len(self.files)))
-        return read_ahead(streams, self.readers)
+        streams = (self._file_batches(i, pos if i == first else None) for i in range(first, len(self.files)))
+        # parquet: the next file's footer is read while this one's row groups go out;
+        # other formats: --readers files streamed at once by this process
+        return self._spooled(read_ahead(streams, 2 if self.builder == "parquet" else self.readers or default_readers()))
+
+    def _spooled(self, stream):
+        """`stream`, with a footer spool for the workers while it runs (parquet); removed when it ends."""
+        if self.builder != "parquet":
+            yield from stream
+            return
+        self.spool = FooterSpool()
+        try:
+            with closing(stream):
+                yield from stream
+        finally:
+            self.spool.close()
+            self.spool = None
 
 
 def default_readers(nprocs=None):

@@ -26,7 +26,7 @@ from .errors import UserError
 from .formats import sha256_file
 from .manifest import atomic_write, create_file, fsync_dir, remove_file, temp_name
 from .outdir import part_paths
-from .pool import tokenize_in_order
+from .pool import log_stderr, tokenize_in_order
 from .positions import Position
 
 
@@ -97,10 +97,11 @@ def load_done(out_dir, i, check_sha=True):
     return part
 
 
-def tokenize_file(job, i, nprocs=0):
+def tokenize_file(job, i, nprocs=0, log=None):
     """Tokenize source file i of job into its part; returns its Part.
 
-    nprocs=0 encodes in this process (a Ray task holds one CPU); more uses a local process pool."""
+    nprocs=0 encodes in this process (a Ray task holds one CPU); more uses a local process pool.
+    log: for a task's log lines (a retried network fault); default stderr."""
     done = load_done(job.out_dir, i)
     if done is not None:
         return replace(done, skipped=True)
@@ -111,17 +112,17 @@ def tokenize_file(job, i, nprocs=0):
     tmp = [temp_name(p, tag) for p in paths[:2]]
     h, n, docs, batches = hashlib.sha256(), 0, 0, []
     with_counts = bool(getattr(job.source, "has_token_count", False))
-    eot = job.spec.eot
     try:
         with create_file(tmp[0]) as ftok, create_file(tmp[1]) as fcnt, \
                 closing(job.source.file_batches(i)) as src, \
-                closing(tokenize_in_order(src, job.encoder_args(), nprocs)) as stream:
+                closing(tokenize_in_order(src, job.encoder_args(), nprocs, job.source.fetchers(max(nprocs, 1)),
+                                          log or log_stderr)) as stream:
             for enc in stream:
                 batches.append(PartBatch(n, docs, enc.start, enc.backend))
                 data = memoryview(enc.tokens).cast("B")
                 ftok.write(data)
                 h.update(data)
-                k = int(np.count_nonzero(enc.tokens == eot))
+                k = enc.docs
                 if with_counts:
                     counts = np.asarray(enc.counts, dtype="<i8")
                     if len(counts) != k:  # every document of the batch begins in it (no fragments)

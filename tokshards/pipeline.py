@@ -104,7 +104,7 @@ def run(job, log=print, progress=None):
         progress = progress or NoProgress()
         progress.start(written, job.estimate_tokens())
         try:
-            stopped = stream(job, writer, start, written, nprocs, progress)
+            stopped = stream(job, writer, start, written, nprocs, progress, log)
         except BaseException:
             writer.abandon()
             progress.close(ok=False)
@@ -120,11 +120,12 @@ def run(job, log=print, progress=None):
         return m
 
 
-def stream(job, writer, start, total, nprocs, progress):
+def stream(job, writer, start, total, nprocs, progress, log):
     """Source -> pool -> writer from `start` on; True if --max-tokens stopped it."""
     skip = start.skip if start else 0
     batches = job.source.batches(start.pos if start else None)
-    with closing(batches), closing(tokenize_in_order(batches, job.encoder_args(), nprocs)) as encoded:
+    encoded = tokenize_in_order(batches, job.encoder_args(), nprocs, job.source.fetchers(nprocs), log)
+    with closing(batches), closing(encoded):
         for enc in encoded:
             lo = min(skip, len(enc.tokens))  # a resumed run: what the kept shards already hold
             skip -= lo

@@ -1,9 +1,15 @@
 """The tokenizer processes: batches in, Encoded values out, in input order, with bounded memory.
 
 Each worker is a process of its own ("spawn": it starts clean, without the parent's threads) with
-one pipe to the parent. The parent keeps at most two batches in flight per worker and hands out
-the next batch to the least busy one; results come back as values and are yielded in the order
-the batches came in, so the shards never depend on --nprocs.
+one pipe to the parent. The parent hands out the next batch to the least busy worker, keeping a
+few in flight per worker; results come back as values and are yielded in the order the batches
+came in, so the shards never depend on --nprocs.
+
+The parent stays off the data path: a batch is usually a task (a parquet row group, local or on
+the Hub; a byte range of a text file) that the worker reads itself, `fetchers` tasks at a time in
+threads while it tokenizes the one before (downloads overlap tokenizing); the tokens come back as
+raw bytes received straight into their array (no pickling); a task's log lines (a retried network
+fault) come back through the same pipe.
 
 Stopping is never a wait on a worker:
 - the parent leaves the pool (an error, Ctrl-C, SIGTERM, the consumer stops): every worker is
@@ -21,7 +27,6 @@ import signal
 import sys
 import threading
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
@@ -30,12 +35,10 @@ from typing import Optional
 import numpy as np
 
 from .encoders import MismatchError, make_encoder
-from .errors import UserError
+from .errors import STOP_SIGNALS, UserError, signals_held
 from .positions import Position
 from .tokspec import TokenizerSpec
 
-PER_WORKER = 2  # batches in flight per worker: one being encoded, one waiting in its pipe
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -61,30 +64,42 @@ class Encoded:
     tokens: np.ndarray
     counts: Optional[list]
     backend: str
+    docs: int  # end-of-text ids among the tokens, counted where they were made (not in the parent)
+
+def log_stderr(msg):
+    print(msg, file=sys.stderr, flush=True)
 
 
-def encode(encoder, batch):
-    """(tokens, counts) of a batch: a task (a row group, a byte range) is read here first."""
-    texts, counts = batch.texts, batch.token_counts
-    if batch.task is not None:
-        texts, counts = batch.task.read()
+def read(batch, log):
+    """(texts, counts) of a batch: a task (a row group, a byte range) is read here."""
+    if batch.task is None:
+        return batch.texts, batch.token_counts
+    return batch.task.read(log)
+
+
+def encode(encoder, batch, got):
+    """(tokens, counts, end-of-text ids among the tokens) of a batch whose (texts, counts) are `got`."""
+    texts, counts = got
     if not isinstance(texts, list):  # an Arrow string column (parquet): made into str here, not by the reader
         texts = [t if t is not None else "" for t in texts.to_pylist()]  # null text: empty document
-    return encoder.encode_batch(texts, batch.first_continues), counts
+    tokens = encoder.encode_batch(texts, batch.first_continues)
+    return tokens, counts, int(np.count_nonzero(tokens == encoder.spec.eot))
 
 
-def tokenize_in_order(batches, args, nprocs):
-    """Yield an Encoded per batch, in input order. nprocs=0 encodes in this process."""
+def tokenize_in_order(batches, args, nprocs, fetchers=1, log=None):
+    """Yield an Encoded per batch, in input order. nprocs=0 encodes in this process; `fetchers`: the
+    tasks each worker reads at once (in threads, while it tokenizes); log: for the tasks' log lines."""
+    log = log or (lambda msg: None)
     if nprocs == 0:  # in this process: for debugging, for tiny inputs, and in a Ray task (one CPU)
         encoder = args.build()
         for b in batches:
             try:
-                tokens, counts = encode(encoder, b)
+                tokens, counts, docs = encode(encoder, b, read(b, log))
             except MismatchError as e:
                 raise UserError(str(e)) from None
-            yield Encoded(b.start, b.first_continues, tokens, counts, encoder.backend)
+            yield Encoded(b.start, b.first_continues, tokens, counts, encoder.backend, docs)
         return
-    pool = WorkerPool(nprocs, args)
+    pool = WorkerPool(nprocs, args, fetchers, log)
     try:
         yield from pool.ordered(batches)
         pool.close()
@@ -93,18 +108,23 @@ def tokenize_in_order(batches, args, nprocs):
 
 
 class WorkerPool:
-    def __init__(self, n, args):
+    def __init__(self, n, args, fetchers=1, log=None):
         self.procs, self.conns = [], []
+        self.per_worker = fetchers + 1  # in flight per worker: `fetchers` being read, one being encoded
+        self.dtype = args.spec.np_dtype
+        self.log = log or (lambda msg: None)
         ctx = mp.get_context("spawn")
         # multiprocessing starts its resource tracker on the first spawn and unblocks SIGINT/SIGTERM
         # as it does so (resource_tracker.ensure_running): start it first, or the first worker would
         # be born with both unblocked
         resource_tracker.ensure_running()
         try:
-            with _signals_held():  # (a signal held meanwhile is raised as it exits: workers get killed below)
+            # workers are born with Ctrl-C/SIGTERM blocked (a pending one is dropped when they ignore it),
+            # and one that arrives meanwhile is acted on once every worker is started and known to kill()
+            with signals_held():
                 for _ in range(n):
                     parent_end, child_end = ctx.Pipe(duplex=True)
-                    p = ctx.Process(target=worker_main, args=(child_end, args, os.getpid()), daemon=True,
+                    p = ctx.Process(target=worker_main, args=(child_end, args, os.getpid(), fetchers), daemon=True,
                                     name="fineweb-tokenizer")
                     p.start()
                     self.procs.append(p)
@@ -123,7 +143,7 @@ class WorkerPool:
         seq, more = 0, True
         batches = iter(batches)
         while more or order:
-            while more and min(busy) < PER_WORKER:
+            while more and min(busy) < self.per_worker:
                 b = next(batches, None)
                 if b is None:
                     more = False
@@ -136,12 +156,15 @@ class WorkerPool:
                 seq += 1
             while order and order[0][0] in done:
                 s, start, first_continues = order.popleft()
-                tokens, counts, backend = done.pop(s)
-                yield Encoded(start, first_continues, tokens, counts, backend)
+                tokens, counts, backend, docs = done.pop(s)
+                yield Encoded(start, first_continues, tokens, counts, backend, docs)
             if not order:
                 continue
             for w, msg in self._receive([w for w in range(n) if busy[w]]):
                 kind, s = msg[0], msg[1]
+                if kind == "log":
+                    self.log(msg[2])
+                    continue
                 if kind == "err":
                     raise msg[2]
                 busy[owner.pop(s)] -= 1
@@ -163,7 +186,15 @@ class WorkerPool:
             if r in conns:
                 w = conns[r]
                 try:
-                    out.append((w, r.recv()))
+                    msg = r.recv()
+                    if msg[0] == "ok":  # ("ok", seq, n, counts, backend, docs), then the n tokens' bytes
+                        tokens = np.empty(msg[2], dtype=self.dtype)
+                        if msg[2]:
+                            r.recv_bytes_into(tokens)
+                        else:
+                            r.recv_bytes()
+                        msg = ("ok", msg[1], tokens, msg[3], msg[4], msg[5])
+                    out.append((w, msg))
                 except (EOFError, OSError):
                     self._died(w)
         for r in ready:
@@ -208,32 +239,6 @@ class WorkerPool:
         self.procs, self.conns = [], []
 
 
-@contextmanager
-def _signals_held():
-    """Ctrl-C and SIGTERM wait while workers are being started: workers are born with both blocked
-    (a pending one is dropped when they ignore it), and in this process a signal that arrives meanwhile
-    (to any thread) is acted on once every worker is started and known, so that none is left half
-    started (it would print a traceback) or unknown to kill()."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = []
-    handlers = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in STOP_SIGNALS}
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    if held:  # as if it came now
-        handler = handlers[held[0]]
-        if callable(handler):
-            handler(held[0], None)
-        elif handler == signal.SIG_DFL:
-            signal.raise_signal(held[0])
-
-
 # --- in the worker process ---
 
 def _die_with_parent(parent_pid):
@@ -247,19 +252,20 @@ def _die_with_parent(parent_pid):
         os._exit(0)
 
 
-def _read_pipe(conn, inbox):
+def _read_pipe(conn, inbox, order):
     """Take batches off the pipe as they come (the parent never blocks sending); exit when it closes."""
     while True:
         try:
             item = conn.recv()
         except (EOFError, OSError):
             os._exit(0)  # the parent is gone: nobody will read our results
+        order.put(None if item is None else item[0])
         inbox.put(item)
         if item is None:
             return
 
 
-def worker_main(conn, args, parent_pid):
+def worker_main(conn, args, parent_pid, fetchers=1):
     _die_with_parent(parent_pid)
     for s in STOP_SIGNALS:  # the parent handles both and then kills us; a pending one is dropped
         signal.signal(s, signal.SIG_IGN)
@@ -270,20 +276,49 @@ def worker_main(conn, args, parent_pid):
         encoder, error = args.build(), None
     except UserError as e:  # e.g. --tokenizer-backend fast failing its self-check: said from the first batch
         encoder, error = None, e
-    inbox = queue.Queue()
-    threading.Thread(target=_read_pipe, args=(conn, inbox), daemon=True).start()
-    while (item := inbox.get()) is not None:
-        seq, batch = item
+    sending = threading.Lock()  # results (this thread) and log lines (the fetchers) share the pipe
+
+    def send(msg, data=None):
+        with sending:
+            conn.send(msg)
+            if data is not None:
+                conn.send_bytes(data)
+
+    inbox, order = queue.Queue(), queue.Queue()  # batches to read; their sequence numbers, in order
+    fetched, arrived = {}, threading.Condition()  # seq -> (batch, (texts, counts) or an exception)
+
+    def fetch():
+        while (item := inbox.get()) is not None:
+            seq, batch = item
+            try:
+                got = read(batch, lambda msg: send(("log", seq, msg)))
+            except Exception as e:
+                got = e
+            with arrived:
+                fetched[seq] = (batch, got)
+                arrived.notify_all()
+        inbox.put(None)  # for the next fetcher
+
+    threading.Thread(target=_read_pipe, args=(conn, inbox, order), daemon=True).start()
+    for _ in range(fetchers):
+        threading.Thread(target=fetch, daemon=True).start()
+    while (seq := order.get()) is not None:
+        with arrived:
+            arrived.wait_for(lambda: seq in fetched)
+            batch, got = fetched.pop(seq)
         try:
             if error is not None:
                 raise error
-            tokens, counts = encode(encoder, batch)
-            msg = ("ok", seq, tokens, counts, encoder.backend)
+            if isinstance(got, Exception):
+                raise got
+            tokens, counts, docs = encode(encoder, batch, got)
         except MismatchError as e:
-            msg = ("err", seq, UserError(str(e)))
+            send(("err", seq, UserError(str(e))))
         except Exception as e:
-            msg = ("err", seq, _sendable(e))
-        conn.send(msg)
+            send(("err", seq, _sendable(e)))
+        else:
+            tokens = np.ascontiguousarray(tokens)
+            send(("ok", seq, len(tokens), counts, encoder.backend, docs), memoryview(tokens).cast("B"))
 
 
 def _sendable(e):

@@ -56,7 +56,7 @@ class ParquetTask:
     text_column: str
     with_counts: bool
 
-    def read(self):
+    def read(self, log=None):
         cols = [self.text_column] + (["token_count"] if self.with_counts else [])
         try:
             pf = pq.ParquetFile(self.path)
@@ -95,7 +95,7 @@ class TextTask:
     end_in_doc: bool
     sep: str
 
-    def read(self):
+    def read(self, log=None):
         pieces = iter_pieces(self.path, self.start, self.cont, self.sep, end=self.end, end_in_doc=self.end_in_doc,
                              max_doc_bytes=1 << 62)  # the range is already bounded: never cut again
         try:
@@ -138,16 +138,6 @@ def row_group_batches(pf, i, rg, first_row, start_row, columns):
             # the Arrow column itself: pickling it to a worker is ~4x cheaper than building and
             # pickling 256 Python strings, and the worker makes the strings (tokenizer.encode)
             yield Batch(b.column(0), Position(i, at - len(b)), token_counts=counts)
-
-
-def parquet_batches(pf, i, start_row, columns):
-    """Every batch of an open ParquetFile from row start_row on, one row group at a time."""
-    row = 0
-    for rg in range(pf.num_row_groups):
-        n = pf.metadata.row_group(rg).num_rows
-        if row + n > start_row and n:
-            yield from row_group_batches(pf, i, rg, row, max(row, start_row), columns)
-        row += n
 
 
 def expand_inputs(paths, exclude=None):
@@ -305,6 +295,10 @@ class LocalSource:
 
     def input_bytes(self):
         return sum(os.path.getsize(f) for f in self.files)
+
+    def fetchers(self, nprocs):
+        """Tasks each worker reads at once: one, the next, while it tokenizes the one before."""
+        return 1
 
     def batches(self, pos=None):
         first = pos.file if pos else 0

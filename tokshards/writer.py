@@ -2,6 +2,9 @@
 
 Tokens go straight into the current shard's temporary file as they arrive (no shard-sized buffer in
 memory, no pause to write a whole shard when it fills), with a running sha256 and document count.
+Writing and hashing run in a thread of their own (both release the GIL), a few batches behind: the
+main thread only receives tokens from the workers and hands them on, so on a machine with many
+cores the two cost one core each instead of their sum on one.
 Where the stream is cut and what the manifest records come from shards.py (the same as the
 multi-machine assembly). Every file is written under a temporary name, fsynced and renamed, and only
 then entered in the manifest, so a crash at any moment leaves either a complete, recorded shard or
@@ -11,12 +14,14 @@ removes: outdir.py).
 import errno
 import hashlib
 import os
+import queue
+import threading
 import weakref
 from contextlib import contextmanager
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, signals_held
 from .formats import header_for, sha256_file
 from .manifest import create_file, fsync_dir, remove_file, temp_name
 from .shards import Cutter, make_entry, shard_name
@@ -29,7 +34,10 @@ def append_tokens(f, h, tokens):
     h.update(data)
 
 
-def _discard(f, tmp):
+WRITE_AHEAD = 8  # batches queued for the writing thread at most (bounded memory)
+
+
+def _remove_unfinished(f, tmp):
     """An unfinished shard: close and remove its temporary file."""
     try:
         f.close()
@@ -56,6 +64,8 @@ class ShardWriter:
         self.head = header_for(self.fmt, self.dtype, st["shard_size"])  # a full shard's header
         self._new_shard()
         self._f = self._h = self._tmp = self._cleanup = None
+        self._queue = queue.Queue(maxsize=WRITE_AHEAD)  # (file, sha256, tokens) for the writing thread
+        self._error, self._discard, self._thread = None, False, None
 
     def _new_shard(self):
         self.n, self.docs, self.count_sum, self.backends = 0, 0, None, set()
@@ -69,8 +79,9 @@ class ShardWriter:
             with self._writing():
                 if self._f is None:
                     self._open()
-                append_tokens(self._f, self._h, chunk)
-            k = int(np.count_nonzero(chunk == self.eot))
+                self._append(chunk)
+            whole = piece.lo == 0 and piece.hi == len(tokens)  # the worker counted those
+            k = enc.docs if whole else int(np.count_nonzero(chunk == self.eot))
             self.docs += k
             if counts is not None:  # the source's count of each document begun in this piece
                 self.count_sum = (self.count_sum or 0) + int(sum(counts[d : d + k]))
@@ -84,21 +95,24 @@ class ShardWriter:
         """The stream ended: record the short last shard, if the stream ended inside one."""
         if self.cutter.open_shard() is not None:
             self._close(None)
+        self._stop_thread()
 
     def _close(self, end):
         index = len(self.manifest.shards)
         name, _ = shard_name(self.prefix, index, self.fmt)
         path = os.path.join(self.manifest.out_dir, name)
         with self._writing():
+            self._drain()
             nbytes, sha = self._finish_file()
+        entry = make_entry(self.prefix, self.fmt, index, self.n, self.docs, nbytes, sha, self.count_sum,
+                           self.backends, end)
+        with signals_held(), self._writing():  # in place and recorded, or neither: Ctrl-C waits for both
             self._f = None
             os.replace(self._tmp, path)
             self._cleanup.detach()
             fsync_dir(self.manifest.out_dir)
-        entry = make_entry(self.prefix, self.fmt, index, self.n, self.docs, nbytes, sha, self.count_sum,
-                           self.backends, end)
-        self.manifest.shards.append(entry)
-        self.manifest.save()
+            self.manifest.shards.append(entry)
+            self.manifest.save()
         self._new_shard()
         self.on_shard(entry)
 
@@ -107,7 +121,7 @@ class ShardWriter:
         self._tmp = temp_name(os.path.join(self.manifest.out_dir, name))
         self._f = create_file(self._tmp)
         # also removed if the run stops elsewhere (an exception, Ctrl-C) while a shard is open
-        self._cleanup = weakref.finalize(self, _discard, self._f, self._tmp)
+        self._cleanup = weakref.finalize(self, _remove_unfinished, self._f, self._tmp)
         self._f.write(self.head)
         self._h = hashlib.sha256(self.head)
 
@@ -129,8 +143,44 @@ class ShardWriter:
         f.close()
         return len(head) + size, sha
 
+    # --- the writing thread ---
+    def _append(self, chunk):
+        if self._error is not None:
+            raise self._error
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._write_loop, daemon=True, name="fineweb-shard-writer")
+            self._thread.start()
+        self._queue.put((self._f, self._h, chunk))
+
+    def _write_loop(self):
+        while (item := self._queue.get()) is not None:
+            f, h, chunk = item
+            try:
+                if self._error is None and not self._discard:
+                    append_tokens(f, h, chunk)
+            except BaseException as e:  # raised in the main thread at its next step
+                self._error = e
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _stop_thread(self):
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _drain(self):
+        """Wait until every queued batch is in the file and the hash; raise what went wrong there."""
+        self._queue.join()
+        if self._error is not None:
+            raise self._error
+
     def abandon(self):
         """The run stops: the shard being written is removed (nothing half-written stays)."""
+        self._discard = True  # what is still queued is dropped, not written
+        self._stop_thread()
+        self._discard = False
         if self._cleanup is not None:
             self._cleanup()
         self._f = None

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Where the CPU goes on the machine you rent: the main process vs the tokenizer processes, on the
+local path and the Hub path (the loopback Hub of the tests), on the same files, in one run; and
+what that implies for 8, 32 and 96 cores.
+
+    python bench/parent_cost.py                # 40 parquet files of ~8 MB (~115M tokens), 2 workers, 3 repeats
+    python bench/parent_cost.py --quick        # 16 files of ~4 MB, 1 repeat
+    python bench/parent_cost.py --files 80 --file-mb 8 --nprocs 2 --repeat 3
+
+Rows, interleaved in each repeat (medians shown):
+- ceiling: two processes that each read half of the same parquet files into str and tokenize them
+  with the same fast tokenizer (bench/ceiling.py --include-read): no IPC, no writing;
+- local: `fineweb.py --input FILES` (default backend, --nprocs N);
+- hub: `fineweb.py --remote 10BT` against tests/hubserver.py serving the same files on 127.0.0.1,
+  uncapped (the server runs on the same cores: its CPU is shown apart).
+CPU seconds are the tool's own report on its last line: its main process (user + system) and the
+tokenizer processes it ran. The main process's cost per token is measured net of its fixed
+start-up (imports, tokenizer, starting workers: the same run stopped after 1,000 tokens), which a long run pays once.
+Table -> bench/out/parent_cost.md.
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
+import bench  # noqa: E402  (make_input's sibling: the ceiling row, machine and code lines)
+from hub import hub_env, start_hub  # noqa: E402  (the test suite's loopback Hub)
+from hub_readers import check_card, make_repo  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+CPU = re.compile(r"done: ([\d,]+) tokens.*CPU: main process ([\d.]+) s, workers ([\d.]+) s")
+LINK = 1e9  # bytes/s: the 1 GB/s link of the projection
+BUILD_NANOGPT = (6e6, 9e6)  # tok/s its users report on big machines (README "Measured")
+
+
+def run_tool(args, env, out, nprocs, logdir, tag):
+    """One run of the tool: (wall s, tokens, main-process CPU s, workers CPU s, peak RSS of the process
+    tree, of the main process, of the largest worker), the tree sampled every 0.1 s."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, str(ROOT / "fineweb.py"), *args, "--local-dir", str(out), "--nprocs", str(nprocs)]
+    res = bench.run_command(cmd, str(logdir), tag, env)
+    m = CPU.search(res["stdout"])
+    if not m:
+        sys.exit(f"parent_cost: {' '.join(cmd)}: no CPU report in its last line\n{res['stdout'][-2000:]}")
+    return (res["wall"], int(m.group(1).replace(",", "")), float(m.group(2)), float(m.group(3)),
+            res["peak_rss"], res["peak_main_rss"], res["peak_child_rss"])
+
+
+def shards_digest(out):
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(out.glob("*.bin")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="16 files of ~4 MB, 1 repeat")
+    ap.add_argument("--files", type=int, help="parquet files (default 40)")
+    ap.add_argument("--file-mb", type=float, help="MB of parquet per file (default 8)")
+    ap.add_argument("--nprocs", type=int, default=2, help="tokenizer processes (default 2)")
+    ap.add_argument("--repeat", type=int, help="repeats (default 3)")
+    a = ap.parse_args()
+    nfiles, file_mb = a.files or (16 if a.quick else 40), a.file_mb or (4 if a.quick else 8)
+    repeat = a.repeat or (1 if a.quick else 3)
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "tiktoken-cache"))
+
+    repo = make_repo(nfiles, file_mb)
+    check_card(repo)
+    files = sorted((repo / "sample" / "10BT").glob("*.parquet"))
+    parquet_bytes = sum(f.stat().st_size for f in files)
+    bench.warm_page_cache(files)
+    OUT.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="parent_cost-", dir=OUT))
+    logdir = work / "logs"
+    logdir.mkdir()
+    code_start = bench.code_state()
+    hub = start_hub({"HuggingFaceFW/fineweb-edu": str(repo)}, work)
+    server = psutil.Process(hub.proc.pid)
+    env_local = bench.child_env()
+    rows = {k: [] for k in ("ceiling", "local", "hub", "fixed local", "fixed hub")}
+    digests = set()
+    try:
+        for r in range(repeat):
+            bench.wait_for_quiet(30)
+            res = bench.row_ceiling({"parquet_paths": [str(f) for f in files]}, a.nprocs, "fast", str(logdir),
+                                    f"ceiling{r}", include_read=True)
+            rows["ceiling"].append((res["wall"], res["tokens"]))
+            rows["fixed local"].append(run_tool(["--input", *map(str, files), "--max-tokens", "1000"], env_local,
+                                                work / "fixed", a.nprocs, logdir, f"fixed-local{r}"))
+            bench.wait_for_quiet(30)
+            rows["local"].append(run_tool(["--input", *map(str, files), "--prefix", "edufineweb"], env_local,
+                                          work / "local", a.nprocs, logdir, f"local{r}"))
+            digests.add(shards_digest(work / "local"))
+            hub.reset()
+            env = hub_env(hub, work, timeout=60)
+            rows["fixed hub"].append(run_tool(["--remote", "10BT", "--max-tokens", "1000"], env, work / "fixed",
+                                              a.nprocs, logdir, f"fixed-hub{r}"))
+            bench.wait_for_quiet(30)
+            s0 = sum(server.cpu_times()[:2])
+            got = run_tool(["--remote", "10BT"], env, work / "hub", a.nprocs, logdir, f"hub{r}")
+            rows["hub"].append((*got, sum(server.cpu_times()[:2]) - s0))
+            wall = got[0]
+            digests.add(shards_digest(work / "hub"))
+            shutil.rmtree(env["HF_HOME"], ignore_errors=True)
+            print(f"repeat {r + 1}/{repeat}: local {rows['local'][-1][0]:.1f} s, hub {wall:.1f} s, "
+                  f"ceiling {rows['ceiling'][-1][0]:.1f} s", flush=True)
+    finally:
+        hub.stop()
+
+    med = statistics.median
+    fixed = {name: med(x[2] for x in rows[f"fixed {name}"]) for name in ("local", "hub")}
+    tokens = rows["local"][0][1]
+    ceiling_rate = med(t / w for w, t in rows["ceiling"])
+    lines = ["`" + " ".join(["python bench/parent_cost.py", *sys.argv[1:]]) + "`", "",
+             bench.machine_line(), bench.code_line(code_start, bench.code_state()), "",
+             f"{nfiles} parquet files, {parquet_bytes / 1e6:.0f} MB ({tokens / 1e6:.1f}M GPT-2 tokens, "
+             f"{parquet_bytes / tokens:.2f} bytes of parquet per token), default backend, --nprocs {a.nprocs}, "
+             f"median of {repeat}. Main-process fixed start-up (a run stopped after its first 1,000 tokens): local "
+             f"{fixed['local']:.2f} CPU s, hub {fixed['hub']:.2f} CPU s (imports datasets, resolves the config); "
+             "subtracted for the cost per token.", "",
+             "| path | wall s | Mtok/s | of the ceiling | main CPU s | workers CPU s | main CPU s per 1B tok "
+             "| the bound it sets | workers CPU s per 1B tok | peak RSS: tree / main / a worker | server CPU s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    per = {}
+    for name in ("local", "hub"):
+        rs = rows[name]
+        wall, main_cpu, workers = med(x[0] for x in rs), med(x[2] for x in rs), med(x[3] for x in rs)
+        main_per = max(1e-9, main_cpu - fixed[name]) / tokens * 1e9
+        work_per = workers / tokens * 1e9
+        per[name] = (main_per, work_per)
+        server_cpu = f"{med(x[7] for x in rs):.1f}" if name == "hub" else "-"
+        mem = " / ".join(f"{med(x[k] for x in rs) / 2**20:.0f}" for k in (4, 5, 6)) + " MiB"
+        lines.append(f"| {name} | {wall:.1f} | {tokens / wall / 1e6:.1f} | {tokens / wall / ceiling_rate:.2f} | "
+                     f"{main_cpu:.1f} | {workers:.1f} | {main_per:.1f} | {1e9 / main_per / 1e6:.0f}M tok/s | "
+                     f"{work_per:.0f} | {mem} | {server_cpu} |")
+    lines.append(f"| ceiling (2 processes read + tokenize, no IPC, no writing) | {med(x[0] for x in rows['ceiling']):.1f} "
+                 f"| {ceiling_rate / 1e6:.1f} | 1.00 | | | | | | | |")
+    lines += ["", "shards: " + ("identical in every run and on both paths" if len(digests) == 1
+                               else "**DIFFERENT between runs or paths**"), ""]
+    # projection: one core for the main process, the rest tokenize at the measured per-worker rate
+    link_rate = LINK / (parquet_bytes / tokens)
+    lines += ["Projection from these rates (one core for the main process, the others tokenizing at the "
+              "measured per-worker rate; a 1 GB/s link carries "
+              f"{link_rate / 1e6:.0f}M tok/s of this parquet); build-nanogpt's users report "
+              f"{BUILD_NANOGPT[0] / 1e6:.0f}-{BUILD_NANOGPT[1] / 1e6:.0f}M tok/s on big machines:", "",
+              "| cores | path | workers' rate | main-process bound | 1 GB/s link | expected | the limit |",
+              "|---|---|---|---|---|---|---|"]
+    for cores in (8, 32, 96):
+        for name in ("local", "hub"):
+            main_per, work_per = per[name]
+            workers_rate = (cores - 1) * 1e9 / work_per
+            bounds = {"workers": workers_rate, "main process": 1e9 / main_per}
+            if name == "hub":
+                bounds["link"] = link_rate
+            limit = min(bounds, key=bounds.get)
+            lines.append(f"| {cores} | {name} | {workers_rate / 1e6:.0f}M | {1e9 / main_per / 1e6:.0f}M | "
+                         f"{f'{link_rate / 1e6:.0f}M' if name == 'hub' else '-'} | {bounds[limit] / 1e6:.0f}M tok/s | "
+                         f"{limit} |")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    (OUT / "parent_cost.md").write_text(text)
+    shutil.rmtree(work, ignore_errors=True)
+    if len(digests) != 1:
+        sys.exit("parent_cost: FAIL: the shards differ")
+
+
+if __name__ == "__main__":
+    main()
