@@ -414,7 +414,7 @@ def usable_cpus():
     """The cores the tool would use by default (the tool's own rule: affinity and cgroup quota)."""
     sys.path.insert(0, ROOT)
     try:
-        from tokshards.pipeline import usable_cpus as tool_cpus
+        from tokshards.job import usable_cpus as tool_cpus
     finally:
         sys.path.remove(ROOT)
     return tool_cpus()

@@ -70,12 +70,12 @@ def die():
 
 import tokshards.writer as W
 _append_tokens = W.append_tokens
-def append_tokens(f, h, tokens):  # the writer streams each batch's tokens into the shard's temp file
+def append_tokens(f, tokens):  # the writer streams each batch's tokens into the shard's temp file
     if event == "shard_partial" and index(f.name) == n:  # header + half a batch in the temp file, then die
-        _append_tokens(f, h, tokens[: len(tokens) // 2])
+        _append_tokens(f, tokens[: len(tokens) // 2])
         f.flush()
         die()
-    return _append_tokens(f, h, tokens)
+    return _append_tokens(f, tokens)
 W.append_tokens = append_tokens
 
 _replace = os.replace
@@ -778,11 +778,11 @@ def test_disk_full_while_writing_a_shard(tmp_path, inputs, refs, cli, monkeypatc
     args = [*source_args("pq", inputs), "--local-dir", out, "--nprocs", "0", "--quiet", *flags]
     real_append, real_fsync = W.append_tokens, os.fsync
 
-    def append_tokens(f, h, tokens):
+    def append_tokens(f, tokens):
         if "_000004." in os.path.basename(f.name):
-            real_append(f, h, tokens[: len(tokens) // 3])
+            real_append(f, tokens[: len(tokens) // 3])
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_append(f, h, tokens)
+        return real_append(f, tokens)
 
     def fsync(fd):
         try:

@@ -356,6 +356,7 @@ def cmd_run(argv):
 
         run_rank(job, opts["rank"], opts["world_size"], usable_cpus() if job.nprocs is None else job.nprocs, log=log)
         return 0
+    thread_cpu = None
     if opts["engine"] == "ray":
         from .cluster import run_ray
 
@@ -363,20 +364,24 @@ def cmd_run(argv):
     else:
         from .pipeline import run
 
-        m = run(job, log=log, progress=progress)
+        result = run(job, log=log, progress=progress)
+        m, thread_cpu = result.manifest, result.thread_cpu
     tokens, docs, secs = m.tokens(), sum(s.docs for s in m.shards), time.time() - t0
     if not quiet:
         print(f"done: {tokens:,} tokens, {docs:,} documents, {len(m.shards)} shards in {job.out_dir}/ "
-              f"({secs:.1f}s, {tokens / max(secs, 1e-9) / 1e6:.2f}M tok/s; CPU: {cpu_seconds()}); check with: "
-              f"python fineweb.py verify {job.out_dir}")
+              f"({secs:.1f}s, {tokens / max(secs, 1e-9) / 1e6:.2f}M tok/s; CPU: {cpu_seconds(thread_cpu)}); "
+              f"check with: python fineweb.py verify {job.out_dir}")
     return 0
 
 
-def cpu_seconds():
-    """CPU time of this process and of the tokenizer processes it ran (user + system), for the last line:
-    where the time went, on whatever machine this is."""
+def cpu_seconds(thread_cpu=None):
+    """CPU time of this process (and of its shard writing and hashing threads) and of the tokenizer
+    processes it ran (user + system), for the last line: where the time went, on whatever machine this is."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return f"main process {me.ru_utime + me.ru_stime:.1f} s, workers {kids.ru_utime + kids.ru_stime:.1f} s"
+    threads = ""
+    if thread_cpu:
+        threads = f" (of it, writing {thread_cpu['write']:.1f} s and hashing {thread_cpu['hash']:.1f} s, in threads)"
+    return f"main process {me.ru_utime + me.ru_stime:.1f} s{threads}, workers {kids.ru_utime + kids.ru_stime:.1f} s"
 
 
 def cmd_assemble(argv):

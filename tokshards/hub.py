@@ -292,7 +292,7 @@ class HubRowGroup:
         while True:
             try:
                 with open_data_file(self.path, self.size) as f:
-                    pf = pq.ParquetFile(f, metadata=footer_of(self.path, self.footer, f, self.size))
+                    pf = pq.ParquetFile(f, metadata=footer_of(self.path, self.footer, f, self.size), pre_buffer=True)
                     # one worker per core: pyarrow's own thread pool only competes with the other workers
                     table = pf.read_row_group(self.row_group, columns=list(self.columns), use_threads=False)
                 table = table.slice(self.skip)

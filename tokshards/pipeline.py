@@ -7,6 +7,8 @@ successor starts at, so a rerun of the same command continues from the last full
 """
 import time
 from contextlib import closing
+from dataclasses import dataclass
+from typing import Optional
 
 from .encoders import backend_note
 from .errors import UserError
@@ -57,8 +59,14 @@ def open_manifest(out, job, log):
     return m
 
 
+@dataclass(frozen=True)
+class RunResult:
+    manifest: Manifest
+    thread_cpu: Optional[dict] = None  # CPU seconds of the threads that wrote ("write") and hashed ("hash") shards
+
+
 def run(job, log=print, progress=None):
-    """Run (or resume) a job; returns the manifest.
+    """Run (or resume) a job; returns a RunResult.
 
     progress: optional object with start(initial_tokens, estimated_total), update(n), close(ok).
     """
@@ -86,7 +94,7 @@ def run(job, log=print, progress=None):
             if p.action == DONE:
                 out.remove_parts()  # a multi-machine run stopped while removing them, after its manifest
                 log(f"{out.path} {p.message}")
-                return m
+                return RunResult(m)
             keep, start = p.keep, p.start
             if job.disk_check:
                 need = max(0, (job.estimate_tokens() or 0) - sum(s.tokens for s in m.shards[:keep]))
@@ -117,7 +125,7 @@ def run(job, log=print, progress=None):
             raise UserError(f"no documents in the input ({describe_input(job)}); nothing was written")
         m.complete, m.max_tokens, m.seconds = True, job.max_tokens if stopped else None, round(time.time() - t0, 1)
         m.save()
-        return m
+        return RunResult(m, writer.thread_cpu)
 
 
 def stream(job, writer, start, total, nprocs, progress, log):

@@ -284,28 +284,13 @@ def worker_main(conn, args, parent_pid, fetchers=1):
             if data is not None:
                 conn.send_bytes(data)
 
-    inbox, order = queue.Queue(), queue.Queue()  # batches to read; their sequence numbers, in order
-    fetched, arrived = {}, threading.Condition()  # seq -> (batch, (texts, counts) or an exception)
+    def read_here(seq, batch):
+        try:
+            return read(batch, lambda msg: send(("log", seq, msg)))
+        except Exception as e:
+            return e
 
-    def fetch():
-        while (item := inbox.get()) is not None:
-            seq, batch = item
-            try:
-                got = read(batch, lambda msg: send(("log", seq, msg)))
-            except Exception as e:
-                got = e
-            with arrived:
-                fetched[seq] = (batch, got)
-                arrived.notify_all()
-        inbox.put(None)  # for the next fetcher
-
-    threading.Thread(target=_read_pipe, args=(conn, inbox, order), daemon=True).start()
-    for _ in range(fetchers):
-        threading.Thread(target=fetch, daemon=True).start()
-    while (seq := order.get()) is not None:
-        with arrived:
-            arrived.wait_for(lambda: seq in fetched)
-            batch, got = fetched.pop(seq)
+    def finish(seq, batch, got):
         try:
             if error is not None:
                 raise error
@@ -319,6 +304,26 @@ def worker_main(conn, args, parent_pid, fetchers=1):
         else:
             tokens = np.ascontiguousarray(tokens)
             send(("ok", seq, len(tokens), counts, encoder.backend, docs), memoryview(tokens).cast("B"))
+
+    inbox, order = queue.Queue(), queue.Queue()  # batches to read; their sequence numbers, in order
+    threading.Thread(target=_read_pipe, args=(conn, inbox, order), daemon=True).start()
+    fetched, arrived = {}, threading.Condition()  # seq -> (batch, (texts, counts) or an exception)
+
+    def fetch():
+        while (item := inbox.get()) is not None:
+            got = read_here(*item)
+            with arrived:
+                fetched[item[0]] = (item[1], got)
+                arrived.notify_all()
+        inbox.put(None)  # for the next fetcher
+
+    for _ in range(fetchers):
+        threading.Thread(target=fetch, daemon=True).start()
+    while (seq := order.get()) is not None:
+        with arrived:
+            arrived.wait_for(lambda: seq in fetched)
+            batch, got = fetched.pop(seq)
+        finish(seq, batch, got)
 
 
 def _sendable(e):

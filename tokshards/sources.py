@@ -297,7 +297,8 @@ class LocalSource:
         return sum(os.path.getsize(f) for f in self.files)
 
     def fetchers(self, nprocs):
-        """Tasks each worker reads at once: one, the next, while it tokenizes the one before."""
+        """Tasks each worker reads at once: one, the next, in a thread while it tokenizes the one before
+        (a cold disk or a network filesystem: the read overlaps the tokenizing)."""
         return 1
 
     def batches(self, pos=None):

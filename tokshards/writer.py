@@ -2,9 +2,9 @@
 
 Tokens go straight into the current shard's temporary file as they arrive (no shard-sized buffer in
 memory, no pause to write a whole shard when it fills), with a running sha256 and document count.
-Writing and hashing run in a thread of their own (both release the GIL), a few batches behind: the
-main thread only receives tokens from the workers and hands them on, so on a machine with many
-cores the two cost one core each instead of their sum on one.
+Writing and hashing run in a thread each (both release the GIL), a few batches behind: the main
+thread only receives tokens from the workers and hands them on, so on a machine with many cores
+the three cost a core each instead of their sum on one.
 Where the stream is cut and what the manifest records come from shards.py (the same as the
 multi-machine assembly). Every file is written under a temporary name, fsynced and renamed, and only
 then entered in the manifest, so a crash at any moment leaves either a complete, recorded shard or
@@ -16,6 +16,7 @@ import hashlib
 import os
 import queue
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 
@@ -27,11 +28,9 @@ from .manifest import create_file, fsync_dir, remove_file, temp_name
 from .shards import Cutter, make_entry, shard_name
 
 
-def append_tokens(f, h, tokens):
-    """Append tokens (contiguous, of the shard's dtype) to the open shard file and its sha256."""
-    data = memoryview(tokens).cast("B")
-    f.write(data)
-    h.update(data)
+def append_tokens(f, tokens):
+    """Append tokens (contiguous, of the shard's dtype) to the open shard file."""
+    f.write(memoryview(tokens).cast("B"))
 
 
 WRITE_AHEAD = 8  # batches queued for the writing thread at most (bounded memory)
@@ -64,8 +63,9 @@ class ShardWriter:
         self.head = header_for(self.fmt, self.dtype, st["shard_size"])  # a full shard's header
         self._new_shard()
         self._f = self._h = self._tmp = self._cleanup = None
-        self._queue = queue.Queue(maxsize=WRITE_AHEAD)  # (file, sha256, tokens) for the writing thread
-        self._error, self._discard, self._thread = None, False, None
+        self._threads = []  # (thread, its queue of (file, sha256, tokens)): one writes, one hashes
+        self._error, self._discard = None, False
+        self.thread_cpu = {"write": 0.0, "hash": 0.0}  # CPU seconds of those threads, once they have stopped
 
     def _new_shard(self):
         self.n, self.docs, self.count_sum, self.backends = 0, 0, None, set()
@@ -143,36 +143,53 @@ class ShardWriter:
         f.close()
         return len(head) + size, sha
 
-    # --- the writing thread ---
+    # --- the writing and hashing threads ---
     def _append(self, chunk):
         if self._error is not None:
             raise self._error
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._write_loop, daemon=True, name="fineweb-shard-writer")
-            self._thread.start()
-        self._queue.put((self._f, self._h, chunk))
+        if not self._threads:
+            for stage in (self._write, self._hash):
+                q = queue.Queue(maxsize=WRITE_AHEAD)
+                t = threading.Thread(target=self._stage_loop, args=(stage, q), daemon=True,
+                                     name=f"fineweb-shard-{stage.__name__.strip('_')}")
+                t.start()
+                self._threads.append((t, q))
+        for _, q in self._threads:
+            q.put((self._f, self._h, chunk))
 
-    def _write_loop(self):
-        while (item := self._queue.get()) is not None:
-            f, h, chunk = item
+    @staticmethod
+    def _write(f, h, chunk):
+        append_tokens(f, chunk)
+
+    @staticmethod
+    def _hash(f, h, chunk):
+        h.update(memoryview(chunk).cast("B"))
+
+    def _stage_loop(self, stage, q):
+        """One thread per stage, in batch order: the file's bytes, or its sha256 (both release the GIL)."""
+        t0 = time.thread_time()
+        while (item := q.get()) is not None:
             try:
                 if self._error is None and not self._discard:
-                    append_tokens(f, h, chunk)
+                    stage(*item)
             except BaseException as e:  # raised in the main thread at its next step
                 self._error = e
             finally:
-                self._queue.task_done()
-        self._queue.task_done()
+                q.task_done()
+        q.task_done()
+        self.thread_cpu[stage.__name__.strip("_")] += time.thread_time() - t0
 
     def _stop_thread(self):
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        for t, q in self._threads:
+            q.put(None)
+        for t, q in self._threads:
+            t.join()
+        self._threads = []
 
     def _drain(self):
         """Wait until every queued batch is in the file and the hash; raise what went wrong there."""
-        self._queue.join()
+        for _, q in self._threads:
+            q.join()
         if self._error is not None:
             raise self._error
 
