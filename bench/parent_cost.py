@@ -3,9 +3,9 @@
 local path and the Hub path (the loopback Hub of the tests), on the same files, in one run; and
 what that implies for 8, 32 and 96 cores.
 
-    python bench/parent_cost.py                # 40 parquet files of ~8 MB (~115M tokens), 2 workers, 3 repeats
+    python bench/parent_cost.py                # 40 parquet files of ~24 MB (~350M tokens), 2 workers, 3 repeats
     python bench/parent_cost.py --quick        # 16 files of ~4 MB, 1 repeat
-    python bench/parent_cost.py --files 80 --file-mb 8 --nprocs 2 --repeat 3
+    python bench/parent_cost.py --files 80 --file-mb 24 --nprocs 2 --repeat 3
 
 Rows, interleaved in each repeat (medians shown):
 - ceiling: two processes that each read half of the same parquet files into str and tokenize them
@@ -73,11 +73,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="16 files of ~4 MB, 1 repeat")
     ap.add_argument("--files", type=int, help="parquet files (default 40)")
-    ap.add_argument("--file-mb", type=float, help="MB of parquet per file (default 8)")
+    ap.add_argument("--file-mb", type=float, help="MB of parquet per file (default 24)")
     ap.add_argument("--nprocs", type=int, default=2, help="tokenizer processes (default 2)")
     ap.add_argument("--repeat", type=int, help="repeats (default 3)")
     a = ap.parse_args()
-    nfiles, file_mb = a.files or (16 if a.quick else 40), a.file_mb or (4 if a.quick else 8)
+    nfiles, file_mb = a.files or (16 if a.quick else 40), a.file_mb or (4 if a.quick else 24)
     repeat = a.repeat or (1 if a.quick else 3)
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "tiktoken-cache"))
 
@@ -126,6 +126,7 @@ def main():
 
     med = statistics.median
     fixed = {name: med(x[2] for x in rows[f"fixed {name}"]) for name in ("local", "hub")}
+    fixed_workers = {name: med(x[3] for x in rows[f"fixed {name}"]) for name in ("local", "hub")}
     fixed_wall = {name: med(x[0] for x in rows[f"fixed {name}"]) for name in ("local", "hub")}
     tokens = rows["local"][0][1]
     ceiling_rate = med(t / w for w, t in rows["ceiling"])
@@ -134,10 +135,10 @@ def main():
              f"{nfiles} parquet files, {parquet_bytes / 1e6:.0f} MB ({tokens / 1e6:.1f}M GPT-2 tokens, "
              f"{parquet_bytes / tokens:.2f} bytes of parquet per token), default backend, --nprocs {a.nprocs}, "
              f"median of {repeat}. Fixed start-up (the same run stopped after its first 1,000 tokens): local "
-             f"{fixed_wall['local']:.1f} s wall, main process {fixed['local']:.2f} CPU s; hub {fixed_wall['hub']:.1f} s "
-             f"wall, {fixed['hub']:.2f} CPU s (it imports datasets and resolves the config). The main process's "
-             "cost per token is net of it; the steady rate is tokens / (wall - start-up wall): what a long run "
-             "keeps up.", "",
+             f"{fixed_wall['local']:.1f} s wall, main process {fixed['local']:.2f} CPU s, workers "
+             f"{fixed_workers['local']:.2f} CPU s; hub {fixed_wall['hub']:.1f} s wall, {fixed['hub']:.2f} and "
+             f"{fixed_workers['hub']:.2f} CPU s (it imports datasets and resolves the config). The costs per token "
+             "are net of it; the steady rate is tokens / (wall - start-up wall): what a long run keeps up.", "",
              "| path | wall s | Mtok/s | of the ceiling | steady Mtok/s | main CPU s | workers CPU s "
              "| main CPU s per 1B tok: main thread + writing + hashing threads | the bound it sets | "
              "workers CPU s per 1B tok | peak RSS: tree / main / a worker | server CPU s |",
@@ -150,7 +151,7 @@ def main():
         thread_per = max(1e-9, main_cpu - write - hashing - fixed[name]) / tokens * 1e9
         write_per, hash_per = write / tokens * 1e9, hashing / tokens * 1e9
         main_per = max(thread_per, write_per, hash_per)  # three threads, a core each: the busiest is the bound
-        work_per = workers / tokens * 1e9
+        work_per = max(1e-9, workers - fixed_workers[name]) / tokens * 1e9
         per[name] = (main_per, work_per)
         server_cpu = f"{med(x[9] for x in rs):.1f}" if name == "hub" else "-"
         mem = " / ".join(f"{med(x[k] for x in rs) / 2**20:.0f}" for k in (4, 5, 6)) + " MiB"

@@ -66,6 +66,7 @@ class Encoded:
     backend: str
     docs: int  # end-of-text ids among the tokens, counted where they were made (not in the parent)
 
+
 def log_stderr(msg):
     print(msg, file=sys.stderr, flush=True)
 
@@ -137,8 +138,8 @@ class WorkerPool:
     def ordered(self, batches):
         n = len(self.procs)
         busy = [0] * n  # batches in flight per worker
-        order = deque()  # (seq, batch start, first_continues, counts from the source) in input order
-        done = {}  # seq -> (tokens, counts, backend)
+        order = deque()  # (seq, batch start, first_continues) in input order
+        done = {}  # seq -> (tokens, counts, backend, docs)
         owner = {}  # seq -> worker
         seq, more = 0, True
         batches = iter(batches)
