@@ -303,3 +303,14 @@ def test_footers_are_read_whole_however_large(tmp_path):
     (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
     with open(tmp_path / "cut.parquet", "rb") as f, pytest.raises(OSError, match="no PAR1"):
         read_footer(f, len(data) // 2)
+
+
+def test_a_file_that_never_reads_is_named_as_damaged_after_three_tries(hub, tmp_path):
+    """Unreadable data (here: every body of 002 cut short, as a damaged file on the server would be)
+    is not retried for --retries 20 / 30 minutes as a network fault: three tries, then one line."""
+    hub.faults(match="*002_00000.parquet", short_after=1000, short_count=-1, range_match="bytes=4-*")
+    r = remote(hub, tmp_path, "--remote", "10BT")  # the default --retries 20 --retry-time 1800
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and lines[-1].startswith("fineweb.py: error: streaming 002_00000.parquet failed 3 times")
+    assert "data that cannot be read" in lines[-1] and "damaged" in lines[-1], lines[-1]
+    assert sum(x.startswith("network: ") for x in lines) == 2, r.stderr
