@@ -1,7 +1,6 @@
 """The fast GPT-2 backend (fastokens) must give tiktoken's ids, id for id, always."""
 import json
 import pickle
-import signal
 import sys
 
 import numpy as np

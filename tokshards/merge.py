@@ -171,11 +171,9 @@ def convert_to(m, out, fmt, say):
 def _convert_one(m, s, dst, fmt, old_fmt, dtype):
     for _ in read_checked(m, s):  # check size, header and sha256 before writing anything from it
         pass
-    tokens = open_tokens(os.path.join(m.out_dir, s.file), old_fmt, dtype)
-    try:
-        return atomic_write(dst, lambda f: write_shard(f, fmt, tokens))
-    finally:
-        del tokens
+    src = os.path.join(m.out_dir, s.file)
+    # the memory map lives only while the new file is written (it must be gone before the old file may go)
+    return atomic_write(dst, lambda f: write_shard(f, fmt, open_tokens(src, old_fmt, dtype)))
 
 
 def _opens(path, fmt, dtype, s):
