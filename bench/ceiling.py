@@ -84,7 +84,8 @@ def pieces_tiktoken(texts, enc, eot):
 def pieces_fast(texts, fast, eot, enc, batch):
     u16 = np.dtype("<u2")
     for i in range(0, len(texts), batch):
-        out = fast.encode_batch(texts[i : i + batch], False, eot, u16)
+        got = fast.encode_batch_flat(texts[i : i + batch])
+        out = None if got is None else np.insert(got[0], got[1][:-1], eot).astype(u16, copy=False)  # [eot] + ids
         if out is None:  # lone surrogates: tiktoken, as the tool does
             out = np.concatenate(list(pieces_tiktoken(texts[i : i + batch], enc, eot))).astype(u16)
         yield out
@@ -128,7 +129,7 @@ def main():
         fast = fastgpt2.load("gpt2", enc)
     eot = enc.eot_token
     if fast is not None:  # first call: the library sets itself up (not part of the rate)
-        fast.encode_batch(["warm up"], False, eot, np.dtype("<u2"))
+        fast.encode_batch_flat(["warm up"])
 
     def pieces_of(texts):
         if fast is None:

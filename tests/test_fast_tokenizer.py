@@ -95,28 +95,30 @@ def test_manifest_records_backend_and_bytes_do_not_change(tmp_path):
 
 @needs_data
 def test_a_mismatch_stops_the_run_before_writing(tmp_path, monkeypatch, capsys):
-    real = fastgpt2.FastGPT2.encode_batch_spans
+    real = fastgpt2.FastGPT2.encode_batch_flat
 
-    def corrupt(self, texts, first_continues, eot, dtype):
-        out, spans = real(self, texts, first_continues, eot, dtype)
+    def corrupt(self, texts):
+        ids, offsets = real(self, texts)
+        ids = ids.copy()
         if len(texts) > 1 or "Hello" in texts[0]:  # real batches, and one start-up self-check string
-            out[len(out) // 2] ^= 1
-        return out, spans
+            ids[len(ids) // 2] ^= 1
+        return ids, offsets
 
-    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch_spans", corrupt)
+    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch_flat", corrupt)
     code, out = run(tmp_path, "bad0", "--tokenizer-backend", "fast")
     assert code == 1 and "failed the start-up self-check on 'Hello world'" in capsys.readouterr().err
 
     bad = []
 
-    def corrupt_later(self, texts, first_continues, eot, dtype):
-        out, spans = real(self, texts, first_continues, eot, dtype)
+    def corrupt_later(self, texts):
+        ids, offsets = real(self, texts)
+        ids = ids.copy()
         if len(texts) > 1:  # passes the start-up check, then goes wrong on real data: document 5 only
-            out[spans[5][0]] ^= 1
+            ids[offsets[5]] ^= 1
             bad.append(texts[5])
-        return out, spans
+        return ids, offsets
 
-    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch_spans", corrupt_later)
+    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch_flat", corrupt_later)
     code, out = run(tmp_path, "bad", "--tokenizer-backend", "fast", "--check-every", "1")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
@@ -130,17 +132,18 @@ DOCS = [f"document {i}: some text, with words{'!' * i}" for i in range(10)]
 
 def corrupting(monkeypatch, bad):
     """Make the fast backend wrong on the documents numbered in `bad` (counted over all its batches)."""
-    real, seen = fastgpt2.FastGPT2.encode_batch_spans, [0]
+    real, seen = fastgpt2.FastGPT2.encode_batch_flat, [0]
 
-    def corrupt(self, texts, first_continues, eot, dtype):
-        out, spans = real(self, texts, first_continues, eot, dtype)
+    def corrupt(self, texts):
+        ids, offsets = real(self, texts)
+        ids = ids.copy()
         for i in range(len(texts)):
             if seen[0] + i in bad:
-                out[spans[i][1] - 1] ^= 1  # the document's last id
+                ids[offsets[i + 1] - 1] ^= 1  # the document's last id
         seen[0] += len(texts)
-        return out, spans
+        return ids, offsets
 
-    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch_spans", corrupt)
+    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch_flat", corrupt)
 
 
 @pytest.mark.parametrize("k", [0, 3, 9])

@@ -656,7 +656,7 @@ def test_verify_lists_every_problem(tmp_path, refs):
     logs = tmp_path / "logs"
     rc, stdout, _ = verify_cli(ref, logs)
     assert rc == 0, stdout
-    assert re.search(r"source token_count: sum [\d,]+ \+ [\d,]+ end-of-text = [\d,]+; written differs by", stdout)
+    assert re.search(r"source token_count: sum [\d,]+ \+ [\d,]+ boundary ids = [\d,]+; written differs by", stdout)
 
     d = tmp_path / "bad"
     shutil.copytree(ref, d)
@@ -862,10 +862,11 @@ def test_streamed_shards_equal_whole_shard_writes(tmp_path, fmt):
     from tokshards.manifest import Manifest
     from tokshards.pool import Encoded
     from tokshards.positions import Position
+    from tokshards.tokspec import Boundary
 
     settings = {"prefix": "t", "format": fmt, "dtype": "<u2", "shard_size": 1000, "eot": 7}
     m = Manifest(str(tmp_path), settings, [])
-    w = W.ShardWriter(m, "<u2", 7)
+    w = W.ShardWriter(m, "<u2", Boundary("eot-before", (7,), ()))
     rng = np.random.default_rng(1)
     tokens = rng.integers(0, 40, 3456).astype("<u2")
     cuts = [0, 10, 900, 1000, 2600, 2601, 3456]  # batches within, across and over shards

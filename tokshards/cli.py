@@ -28,7 +28,7 @@ from .outdir import URL, check_path, os_error_line, recorded_source
 DEFAULTS = {
     "dataset": "HuggingFaceFW/fineweb-edu", "remote": "sample-10BT", "input": None, "text_column": "text",
     "doc_separator": "\\n\\n", "local_dir": None, "prefix": None, "shard_size": "100M", "format": "bin",
-    "tokenizer": "gpt2", "eot_token": None, "tokenizer_backend": "auto", "check_every": 1000, "nprocs": None, "max_tokens": None, "revision": None,
+    "tokenizer": "gpt2", "tokenizer_revision": None, "doc_boundary": None, "eot_token": None, "tokenizer_backend": "auto", "check_every": 1000, "nprocs": None, "max_tokens": None, "revision": None,
     "readers": None, "engine": "local", "ray_address": None, "rank": None, "world_size": None, "retries": 20, "retry_time": 1800, "quiet": False, "overwrite": False, "disk_check": True,
 }
 
@@ -52,13 +52,14 @@ Rerun the same command after a crash or Ctrl-C: it resumes after the last comple
 # a preset that says it would turn every "rerun to resume" into "delete everything".
 PRESET_TYPES = {
     "dataset": str, "remote": str, "input": (str, list), "text_column": str, "doc_separator": str,
-    "local_dir": str, "prefix": str, "shard_size": (int, str), "format": str, "tokenizer": str, "eot_token": str,
-    "tokenizer_backend": str, "check_every": int, "nprocs": int, "max_tokens": (int, str), "revision": str,
+    "local_dir": str, "prefix": str, "shard_size": (int, str), "format": str, "tokenizer": str, "tokenizer_revision": str,
+    "doc_boundary": str, "eot_token": str, "tokenizer_backend": str, "check_every": int, "nprocs": int, "max_tokens": (int, str), "revision": str,
     "readers": int, "engine": str, "ray_address": str, "rank": int, "world_size": int, "retries": int,
     "retry_time": (int, float), "quiet": bool, "disk_check": bool,
 }
 ENGINES = ("local", "ray")
-CHOICES = {"format": FORMATS, "tokenizer_backend": BACKENDS, "engine": ENGINES}
+DOC_BOUNDARIES = ("eot-before", "bos-before", "eos-after", "bos-eos")  # tokspec.POLICIES (cheap to import here)
+CHOICES = {"format": FORMATS, "tokenizer_backend": BACKENDS, "engine": ENGINES, "doc_boundary": DOC_BOUNDARIES}
 STOP_WATCHDOG_SECONDS = 10  # after Ctrl-C/SIGTERM, the clean-up may take this long, never more
 
 
@@ -101,7 +102,8 @@ def build_parser():
     out.add_argument("--prefix", default=S, help="file name prefix (default edufineweb / fineweb / the input's name)")
     out.add_argument("--shard-size", default=S, metavar="N", help="tokens per shard: 100M, 1e8 or 100000000 (default 100M)")
     out.add_argument("--format", default=S, choices=FORMATS,
-                     help="bin: raw uint16 (nanoGPT memmap); npy: build-nanogpt np.save; llmc: llm.c .bin with header")
+                     help="bin: raw uint16 (nanoGPT memmap); npy: build-nanogpt np.save; llmc: llm.c .bin with header; "
+                     "megatron: Megatron-LM/NeMo .bin + .idx pairs, each shard whole documents")
     out.add_argument("--max-tokens", default=S, metavar="N", help="stop after this many tokens, e.g. 500M")
     out.add_argument("--overwrite", action="store_true", default=S, help="delete this tool's run in --local-dir (only the files its manifest accounts for; never "
                      "anyone else's) and start over")
@@ -109,9 +111,17 @@ def build_parser():
                      help="do not refuse to start when the disk looks too small for the run")
     tk = p.add_argument_group("tokenizer")
     tk.add_argument("--tokenizer", default=S,
-                    help="tiktoken encoding (gpt2, r50k_base, cl100k_base, o200k_base) or a tokenizer.json path (default gpt2)")
+                    help="tiktoken encoding (gpt2, r50k_base, cl100k_base, o200k_base), a tokenizer.json path, or a Hub "
+                    "model repo OWNER/NAME with a tokenizer.json (HF_TOKEN for gated ones) (default gpt2)")
+    tk.add_argument("--tokenizer-revision", default=S, metavar="REV",
+                    help="Hub tokenizer: branch, tag or commit (default main; the commit sha is recorded)")
+    tk.add_argument("--doc-boundary", default=S, choices=DOC_BOUNDARIES,
+                    help="ids around every document: eot-before [EOT]+text (GPT-2, nanoGPT, llm.c), bos-before "
+                    "[BOS]+text, eos-after text+[EOS] (Megatron --append-eod), bos-eos [BOS]+text+[EOS]; default: "
+                    "eot-before for tiktoken, else by the tokenizer_config.json's BOS/EOS (see README)")
     tk.add_argument("--eot-token", default=S, metavar="STR",
-                    help="document delimiter token put before every document (default: <|endoftext|> or detected)")
+                    help="the end-of-text token: the one put before (eot-before) or after (eos-after, bos-eos) every "
+                    "document (default: <|endoftext|>, or the tokenizer_config.json's eos_token)")
     tk.add_argument("--tokenizer-backend", default=S, choices=BACKENDS,
                     help="gpt2/r50k_base: auto uses fastokens when installed and self-checked (same ids, ~5-10x "
                     "faster), else tiktoken; fast requires it; tiktoken never uses it (default auto)")
@@ -247,7 +257,7 @@ def make_job(opts, log):
     from .tokspec import load
 
     sep, shard_size, max_tokens = check_opts(opts)
-    spec, prebuilt = load(opts["tokenizer"], opts["eot_token"])
+    spec, prebuilt = load(opts["tokenizer"], opts["eot_token"], opts["doc_boundary"], opts["tokenizer_revision"])
     config_name = None
     if opts["input"]:
         first = os.path.basename(os.path.normpath(opts["input"][0]))
@@ -256,7 +266,7 @@ def make_job(opts, log):
         prefix, local_dir = stem, f"{stem}_shards"
         out_dir = opts["local_dir"] or local_dir
         files = expand_inputs(opts["input"], exclude=out_dir)
-        source = LocalSource(files, opts["text_column"], sep, spec.cut_rule, log)
+        source = LocalSource(files, opts["text_column"], sep, spec.cut_rule if spec.may_cut else None, log)
     else:
         config_name, prefix, local_dir = naming(opts["dataset"], opts["remote"])
         out_dir = opts["local_dir"] or local_dir
@@ -336,6 +346,9 @@ def check_engine(opts, max_tokens):
         if opts["overwrite"]:
             raise UserError("--overwrite with --rank would delete the other ranks' work; "
                             "delete the output directory yourself, then start every rank")
+    if opts["format"] == "megatron" and (opts["rank"] is not None or opts["engine"] != "local"):
+        raise UserError("--format megatron is for single-machine runs for now (its shards end at document starts, "
+                        "which the multi-machine assembly does not cut yet); use --format bin, or one machine")
     if max_tokens is not None and (opts["rank"] is not None or opts["engine"] != "local"):
         raise UserError("--max-tokens is for single-machine runs; drop it, or run without --engine/--rank")
 

@@ -1,14 +1,17 @@
 """Stage 2: text -> token ids, with the encoder a TokenizerSpec (tokspec.py) names.
 
-One job: turn a batch of documents into one flat numpy array of token ids, with the end-of-text
-id *before* every document (the build-nanogpt / llm.c convention that modded-nanogpt's
-BOS-aligned loader relies on), and no end-of-text before a first text that continues a document.
+One job: turn a batch of documents into one flat numpy array of token ids, each document framed by
+the ids of the spec's document-boundary policy (tokspec.Boundary; by default GPT-2's end-of-text
+*before* every document, the build-nanogpt / llm.c convention that modded-nanogpt's BOS-aligned loader
+relies on), and nothing before a first text that continues a document (only a policy with nothing
+after a document lets a document be cut: tokspec.TokenizerSpec.may_cut).
 
 Encoders are built where they encode (a worker process, or this one with --nprocs 0):
 - tiktoken: encode_ordinary's ids (special-token text is plain text);
 - fast GPT-2 (fastgpt2.py): the same ids, ~5-10x faster, checked against tiktoken at start and on
   1 document in `check_every` at run time; batches it refuses go to tiktoken;
-- tokenizers: a tokenizer.json, with special-token text encoded as plain text.
+- tokenizers: a tokenizer.json, with special-token text encoded as plain text, never with its own
+  post-processor's specials (add_special_tokens=False): the policy alone adds ids.
 """
 from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
@@ -52,7 +55,7 @@ def backend_note(spec, backend):
 def make_encoder(spec, backend="auto", check_every=1000, prebuilt=None):
     """The encoder for spec. prebuilt: tiktoken's Encoding arguments from tokspec.load (no re-parse)."""
     if spec.kind == "tokenizers":
-        return JsonEncoder(spec)
+        return JsonEncoder(spec, prebuilt)
     enc = TiktokenEncoder(spec, prebuilt)
     if backend == "tiktoken" or spec.name not in fastgpt2.ENCODINGS:
         return enc
@@ -65,17 +68,45 @@ def make_encoder(spec, backend="auto", check_every=1000, prebuilt=None):
     return FastGPT2Encoder(spec, fast, enc, check_every)
 
 
-def _join(spec, ids, first_continues):
-    """[eot] + ids for each document (none before a continued first one), as one array of spec's dtype."""
-    eot = np.array([spec.eot], dtype=np.uint32)
-    parts = []
-    for i, a in enumerate(ids):
-        if i or not first_continues:
-            parts.append(eot)
-        parts.append(a)
-    if not parts:
-        return np.empty(0, dtype=spec.dtype)
-    return np.concatenate(parts).astype(spec.dtype, copy=False)
+def frame(boundary, ids, offsets, first_continues, dtype):
+    """(out, spans): the documents' ids (flat `ids`, document i = ids[offsets[i]:offsets[i+1]]) with the
+    boundary ids around each (nothing before a continued first document), as one array of `dtype`;
+    spans[i] = (begin, end) of document i's own ids in out."""
+    n = len(offsets) - 1
+    before, after = boundary.before, boundary.after
+    skip = len(before) if first_continues and n else 0  # the continued first document has no ids before it
+    # Each id goes in before an index of `ids`: document i's before-ids at its start, its after-ids at
+    # its end. Where indices meet (a document's end is the next one's start; an empty document), the ids
+    # must stay in document order: sorted by (index, document, before/after), then np.insert, which keeps
+    # the given order of equal indices (a stable sort).
+    where, what, key = [], [], []
+    docs = np.arange(n, dtype=np.intp)
+    for k, t in enumerate(before):
+        first = 1 if skip else 0
+        where.append(offsets[first:-1])
+        what.append(np.full(n - first, t, dtype=np.uint32))
+        key.append(docs[first:] * 64 + k)
+    for k, t in enumerate(after):
+        where.append(offsets[1:])
+        what.append(np.full(n, t, dtype=np.uint32))
+        key.append(docs * 64 + 32 + k)
+    shift = np.arange(n, dtype=np.intp) * (len(before) + len(after)) + len(before) - skip
+    spans = np.stack([offsets[:-1] + shift, offsets[1:] + shift], axis=1) if n else np.empty((0, 2), dtype=np.intp)
+    if not where:
+        return ids.astype(dtype, copy=False), spans
+    if len(where) == 1 and len(where[0]):  # one id per document (eot-before, the default): already in order
+        return np.insert(ids, where[0], what[0][0]).astype(dtype, copy=False), spans
+    where, what, key = np.concatenate(where), np.concatenate(what), np.concatenate(key)
+    order = np.lexsort((key, where))
+    return np.insert(ids, where[order], what[order]).astype(dtype, copy=False), spans
+
+
+def frame_list(boundary, arrays, first_continues, dtype):
+    """frame() for one id array per document."""
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.intp, count=len(arrays))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.intp)
+    ids = np.concatenate(arrays).astype(np.uint32, copy=False) if arrays else np.empty(0, dtype=np.uint32)
+    return frame(boundary, ids, offsets, first_continues, dtype)[0]
 
 
 class TiktokenEncoder:
@@ -96,21 +127,23 @@ class TiktokenEncoder:
             return np.asarray(self.enc.encode_ordinary(text), dtype=np.uint32)
 
     def encode_batch(self, texts, first_continues=False):
-        return _join(self.spec, [self.encode_one(t) for t in texts], first_continues)
+        return frame_list(self.spec.boundary, [self.encode_one(t) for t in texts], first_continues, self.spec.np_dtype)
 
     def decode(self, ids):
         return self.enc.decode([int(i) for i in ids])
 
 
 class JsonEncoder:
-    def __init__(self, spec):
+    def __init__(self, spec, text=None):
+        """text: the tokenizer.json's content (tokspec.load's prebuilt); else it is read from spec.name."""
         self.spec = spec
-        self.tok = load_json_tokenizer(spec.name)
+        self.tok = load_json_tokenizer(spec.name, text)
         self.backend = f"tokenizers {package_version('tokenizers')}"
 
     def encode_batch(self, texts, first_continues=False):
         encs = self.tok.encode_batch(list(texts), add_special_tokens=False)
-        return _join(self.spec, [np.asarray(e.ids, dtype=np.uint32) for e in encs], first_continues)
+        return frame_list(self.spec.boundary, [np.asarray(e.ids, dtype=np.uint32) for e in encs], first_continues,
+                          self.spec.np_dtype)
 
     def decode(self, ids):
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
@@ -125,10 +158,10 @@ class FastGPT2Encoder:
         self.backend = f"fastokens {package_version('fastokens')}"
 
     def encode_batch(self, texts, first_continues=False):
-        got = self.fast.encode_batch_spans(texts, first_continues, self.spec.eot, self.spec.np_dtype)
+        got = self.fast.encode_batch_flat(texts)
         if got is None:  # the fast path refused this batch (lone surrogates): tiktoken does it
             return self.reference.encode_batch(texts, first_continues)
-        out, spans = got
+        out, spans = frame(self.spec.boundary, *got, first_continues, self.spec.np_dtype)
         if self.check_every:
             self._check(texts, first_continues, out, spans)
         return out
@@ -138,15 +171,14 @@ class FastGPT2Encoder:
         stops the run before the batch is written. The documents checked are numbers 0, N, 2N, ... of
         those the fast path encoded in this process, whatever the batches: a batch can be a whole
         parquet row group (~1000 documents), too much to re-encode at once.
-        spans[i] = (begin, end) of document i's ids in `out` (after its eot, if it has one)."""
+        spans[i] = (begin, end) of document i's own ids in `out` (frame() put the boundary ids around them)."""
         n, step = len(texts), self.check_every
         first = -self.checked_from % step
         self.checked_from += n
         for i in range(first, n, step):
             a, b = (int(x) for x in spans[i])
             ref = self.reference.encode_one(texts[i])
-            eot_ok = (i == 0 and first_continues) or (a > 0 and out[a - 1] == self.spec.eot)
-            if not (eot_ok and np.array_equal(out[a:b], ref)):
+            if not np.array_equal(out[a:b], ref):
                 raise MismatchError(
                     f"the fast tokenizer ({self.backend}) disagrees with tiktoken on document {i} of a batch of {n}, "
                     f"starting {texts[i][:60]!r}; rerun with --tokenizer-backend tiktoken"

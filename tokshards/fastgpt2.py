@@ -55,25 +55,14 @@ class FastGPT2:
     def __init__(self, tok):
         self.tok = tok
 
-    def encode_batch(self, texts, first_continues, eot, dtype):
-        """[eot] + ids per text as one array, or None if fastokens refuses the batch."""
-        got = self.encode_batch_spans(texts, first_continues, eot, dtype)
-        return None if got is None else got[0]
-
-    def encode_batch_spans(self, texts, first_continues, eot, dtype):
-        """(out, spans): out as encode_batch gives it (no eot before a continued first text),
-        spans[i] = (begin, end) of text i's ids in out; or None if fastokens refuses the batch."""
+    def encode_batch_flat(self, texts):
+        """(ids, offsets): every text's ids in one uint32 array, text i = ids[offsets[i]:offsets[i+1]];
+        or None if fastokens refuses the batch (encoders.frame adds the document-boundary ids)."""
         try:
             ids, offsets = self.tok.encode_batch_flat(list(texts))
         except Exception:  # lone surrogates (UnicodeEncodeError): tiktoken repairs them, we defer to it
             return None
-        ids = np.frombuffer(ids, dtype=np.uint32)
-        offsets = np.frombuffer(offsets, dtype=np.uint64).astype(np.intp)
-        starts = offsets[1:-1] if first_continues else offsets[:-1]
-        # text i is preceded by its own eot and those of the texts before it: i + 1 eots (i if continued)
-        shift = np.arange(len(texts), dtype=np.intp) + (0 if first_continues else 1)
-        spans = np.stack([offsets[:-1] + shift, offsets[1:] + shift], axis=1)
-        return np.insert(ids, starts, eot).astype(dtype, copy=False), spans
+        return np.frombuffer(ids, dtype=np.uint32), np.frombuffer(offsets, dtype=np.uint64).astype(np.intp)
 
 
 def load(name, enc):
@@ -89,7 +78,7 @@ def load(name, enc):
     except Exception as e:
         raise Unavailable(f"fastokens could not load GPT-2 ({type(e).__name__}: {e})") from None
     for s in SELF_CHECK:
-        got = fast.encode_batch([s], True, 0, np.dtype("<u4"))
-        if got is None or got.tolist() != enc.encode_ordinary(s):
+        got = fast.encode_batch_flat([s])
+        if got is None or got[0].tolist() != enc.encode_ordinary(s):
             raise Unavailable(f"fastokens failed the start-up self-check on {s[:30]!r}")
     return fast

@@ -3,8 +3,10 @@
     python fineweb.py inspect edu_fineweb10B                     # shard 0, first 3 documents
     python fineweb.py inspect edu_fineweb10B --shard 5 --docs 10 --chars 200
 
-Documents are split at the end-of-text id, which comes before every document; tokens before the
-first one continue a document begun in the previous shard.
+Documents are split where the run's document-boundary policy puts its marker id (settings "eot"):
+before every document (eot-before, bos-before, bos-eos) or after it (eos-after). Tokens before the
+first document continue one begun in the previous shard. Each document is shown with its first and
+last ids, boundary ids included, then as text.
 """
 import argparse
 import json
@@ -31,12 +33,22 @@ def summary(m, out_dir):
         + ("" if m.complete else "  [unfinished run]"),
         f"  val: {len(val)} shard(s), {sum(s.tokens for s in val):,} tokens; "
         f"train: {len(train)} shard(s), {sum(s.tokens for s in train):,} tokens",
-        f"  tokenizer: {st['tokenizer']} (end-of-text id {st['eot']}), shard size {st['shard_size']:,}",
+        f"  tokenizer: {st['tokenizer']}" + (f" at {st['tokenizer_revision']}" if st.get("tokenizer_revision") else "")
+        + f", shard size {st['shard_size']:,}",
+        f"  document boundary: {boundary_line(st)}",
         f"  source: {where}",
     ]
     if m.max_tokens:
         lines.append(f"  stopped at --max-tokens {m.max_tokens:,}")
     return lines
+
+
+def boundary_line(st, names=None):
+    """The policy and its ids, e.g. "bos-eos: [128000] + text + [128001]" (names: id -> token string)."""
+    ids = lambda xs: "[" + ", ".join(f"{names[i]!r} {i}" if names and i in names else str(i) for i in xs) + "]"  # noqa: E731
+    before = f"{ids(st['boundary_before'])} + " if st["boundary_before"] else ""
+    after = f" + {ids(st['boundary_after'])}" if st["boundary_after"] else ""
+    return f"{st['doc_boundary']}: {before}text{after} (documents counted by id {st['eot']})"
 
 
 def eot_positions(tokens, eot, n):
@@ -77,21 +89,36 @@ def cmd_inspect(argv):
     from .tokspec import load
 
     st, s = m.settings, m.shards[args.shard]
-    tok = make_encoder(load(st["tokenizer"])[0], backend="tiktoken")
+    tok = make_encoder(load(st["tokenizer"], revision=st.get("tokenizer_revision"))[0], backend="tiktoken")
     try:
         tokens = open_tokens(os.path.join(args.dir, s.file), m.shard_format(s), st["dtype"])
     except (OSError, ValueError) as e:
         raise UserError(f"{s.file}: {e}; check the directory with: python fineweb.py verify {args.dir}") from None
     print(f"\nshard {args.shard}: {s.file} ({s.split}), {len(tokens):,} tokens, {s.docs:,} documents")
-    eots = eot_positions(tokens, st["eot"], args.docs + 1)
-    first = eots[0] if eots else len(tokens)
+    nb, na = len(st["boundary_before"]), len(st["boundary_after"])
+    # where documents begin: at a marker (before-policies), or right after one (eos-after)
+    starts = [p + (0 if nb else 1) for p in eot_positions(tokens, st["eot"], args.docs + 1)]
+    first = starts[0] if starts else len(tokens)
     if first:
-        print(f"\n--- continued from the previous shard: {first:,} tokens ---")
-        print(show(tok, tokens, 0, first, args.chars))
+        what = "continued from the previous shard" if nb else "the end of a document (perhaps begun in the previous shard)"
+        print(f"\n--- {what}: {first:,} tokens ---")
+        print(show(tok, tokens, 0, first - na, args.chars))
     last = args.shard == len(m.shards) - 1
-    for j, start in enumerate(eots[: args.docs]):
-        end = eots[j + 1] if j + 1 < len(eots) else len(tokens)  # fewer found: the scan reached the end
-        note = "" if end < len(tokens) or last else " (continues in the next shard)"
-        print(f"\n--- document {j + 1}: {end - start - 1:,} tokens{note} ---")
-        print(show(tok, tokens, start + 1, end, args.chars))
+    for j, start in enumerate(starts[: args.docs]):
+        if start >= len(tokens):
+            break
+        end = starts[j + 1] if j + 1 < len(starts) else len(tokens)  # fewer found: the scan reached the end
+        whole = end < len(tokens) or last or st["format"] == "megatron"
+        note = "" if whole else " (continues in the next shard)"
+        print(f"\n--- document {j + 1}: {end - start - nb - (na if whole else 0):,} tokens{note} ---")
+        print(f"ids: {head_tail(tokens, start, end)}")
+        print(show(tok, tokens, start + nb, end - na if whole else end, args.chars))
     return 0
+
+
+def head_tail(tokens, start, end, k=6):
+    """The first and last k ids of tokens[start:end], boundary ids included."""
+    ids = lambda a: ", ".join(map(str, a.tolist()))  # noqa: E731
+    if end - start <= 2 * k:
+        return f"[{ids(tokens[start:end])}]"
+    return f"[{ids(tokens[start : start + k])}, ..., {ids(tokens[end - k : end])}]"

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from .formats import token_dtype
 from .pool import EncoderArgs
 from .tokspec import TokenizerSpec
 
@@ -22,7 +23,7 @@ class Job:
     out_dir: str
     prefix: str
     spec: TokenizerSpec
-    prebuilt: Optional[dict] = None  # tiktoken's Encoding arguments, for the workers (tokspec.load)
+    prebuilt: object = None  # tiktoken's Encoding arguments or a tokenizer.json's text, for the workers (tokspec.load)
     fmt: str = "bin"
     backend: str = "auto"  # tokenizer backend: auto | fast | tiktoken (same bytes either way)
     check_every: int = 1000  # fast backend: re-encode 1 document in N with tiktoken and compare
@@ -35,13 +36,24 @@ class Job:
     disk_check: bool = True
     config_name: Optional[str] = None  # the Hub config, for the size estimate
 
+    @property
+    def dtype(self):
+        """The dtype of the shards' tokens (the format may choose its own: megatron)."""
+        return token_dtype(self.fmt, self.spec.dtype, self.spec.n_vocab)
+
     def settings(self):
-        """What an output directory is made with; a resume or a part must match it exactly."""
-        return {
+        """What an output directory is made with; a resume or a part must match it exactly (but for
+        manifest.INFO keys)."""
+        b = self.spec.boundary
+        st = {
             "prefix": self.prefix, "format": self.fmt, "tokenizer": self.spec.name,
-            "tokenizer_sha256": self.spec.sha256, "eot": self.spec.eot, "dtype": self.spec.dtype,
+            "tokenizer_sha256": self.spec.sha256, "eot": self.spec.eot, "dtype": self.dtype,
+            "doc_boundary": b.policy, "boundary_before": list(b.before), "boundary_after": list(b.after),
             "shard_size": self.shard_size, "text_column": self.text_column, "doc_separator": self.doc_separator,
         }
+        if self.spec.revision:
+            st["tokenizer_revision"] = self.spec.revision
+        return st
 
     def encoder_args(self):
         return EncoderArgs(self.spec, self.backend, self.check_every, self.prebuilt)

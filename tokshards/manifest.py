@@ -18,11 +18,15 @@ from .formats import FORMATS
 from .shards import ShardEntry
 
 NAME = "manifest.json"
-VERSION = 2  # 2: tokenizer content hash, input fingerprints, "tool"; version 1 manifests are upgraded on load
+# 2: tokenizer content hash, input fingerprints, "tool"; 3: the document-boundary policy, megatron shards.
+# Versions 1 and 2 are upgraded on load (they all put the end-of-text id before every document).
+VERSION = 3
 TOOL = "fineweb.py"
-DTYPES = ("<u2", "<u4")
-# Settings the user chose come first in messages; eot and dtype follow from --tokenizer.
-ORDER = ("prefix", "tokenizer", "tokenizer_sha256", "format", "shard_size", "text_column", "doc_separator")
+DTYPES = ("<u2", "<u4", "<i4")  # <i4: megatron shards of a vocabulary of 65,500 or more
+POLICIES = ("eot-before", "bos-before", "eos-after", "bos-eos")  # tokspec.POLICIES (no import: tokspec is heavy)
+# Settings the user chose come first in messages; eot, the boundary ids and dtype follow from --tokenizer.
+ORDER = ("prefix", "tokenizer", "tokenizer_sha256", "doc_boundary", "format", "shard_size", "text_column", "doc_separator")
+INFO = ("tokenizer_revision",)  # recorded, never compared: the tokenizer's content (its sha256) is what counts
 PREFIX_CHARS = "letters, digits, '.', '_' and '-'"
 
 
@@ -99,6 +103,20 @@ def check_settings(st):
         raise ValueError("shard_size is not positive")
     if not isinstance(st.get("tokenizer"), str):
         raise ValueError("tokenizer is not text")
+    if "doc_boundary" in st:
+        if st["doc_boundary"] not in POLICIES:
+            raise ValueError(f"doc_boundary {st['doc_boundary']!r} is not one of {', '.join(POLICIES)}")
+        for key in ("boundary_before", "boundary_after"):
+            ids = st.get(key)
+            if not (isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)):
+                raise ValueError(f"{key} is not a list of ids")
+        if not (st["boundary_before"] or st["boundary_after"]):
+            raise ValueError("the document boundary has no ids")
+        marker = st["boundary_before"][0] if st["boundary_before"] else st["boundary_after"][-1]
+        if st["eot"] != marker:
+            raise ValueError("eot is not the boundary's marker id")
+    if st["format"] == "megatron" and st["dtype"] == "<u4" or st["format"] != "megatron" and st["dtype"] == "<i4":
+        raise ValueError(f"dtype {st['dtype']} is not one of format {st['format']}")
 
 
 def check_source(src):
@@ -179,7 +197,7 @@ class Manifest:
         if not isinstance(data, dict) or "settings" not in data or "shards" not in data:
             raise ValueError("no settings and shards")
         version = data.get("version")
-        if version not in (1, VERSION):
+        if version not in (1, 2, VERSION):
             if isinstance(version, int) and version > VERSION:
                 raise UserError(f"{os.path.join(out_dir, NAME)} was written by a newer fineweb.py (format "
                                 f"{version}); use that version")
@@ -190,6 +208,12 @@ class Manifest:
             st = dict(st, tokenizer_sha256=None)
         elif not isinstance(st.get("tokenizer_sha256"), str):
             raise ValueError("tokenizer_sha256 is not text")
+        if version < 3:  # every earlier run put its end-of-text id before every document
+            if "doc_boundary" in st:
+                raise ValueError(f"doc_boundary in a version {version} manifest")
+            st = dict(st, doc_boundary="eot-before", boundary_before=[st["eot"]], boundary_after=[])
+        elif "doc_boundary" not in st:
+            raise ValueError("no doc_boundary")
         converting = data.get("converting")
         if converting is not None and not (
                 isinstance(converting, dict) and converting.get("to") in FORMATS
@@ -221,7 +245,7 @@ def settings_mismatch(out_dir, old, new):
     """A one-line refusal if a run with settings `new` would mix into one made with `old`, else None.
     A value the old manifest did not record (None: an earlier version) is not a mismatch."""
     keys = sorted(set(new) | set(old), key=lambda k: (ORDER.index(k) if k in ORDER else len(ORDER), k))
-    for key in keys:
+    for key in (k for k in keys if k not in INFO):
         was, now = old.get(key), new.get(key)
         if was != now and not (was is None and key == "tokenizer_sha256"):
             what = f"{key}={was!r}, not {now!r}"

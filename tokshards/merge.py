@@ -199,6 +199,15 @@ def cmd_merge(argv):
     m = load_manifest(args.dir)  # (one-line errors before anything is locked)
     out_dir = args.out or args.dir
     in_place = os.path.isdir(out_dir) and os.path.samefile(out_dir, args.dir)
+    fmt = m.settings["format"]
+    if args.format and "megatron" in (args.format, fmt) and args.format != fmt:
+        # megatron shards end at document starts, the others at exactly --shard-size tokens: another cut
+        raise UserError(f"--format {args.format}: {fmt} shards cannot be converted to {args.format} one by one (megatron "
+                        "shards hold whole documents, the others exactly --shard-size tokens); rerun the tokenizer "
+                        f"with --format {args.format} into another --local-dir")
+    if args.format is None and m.settings["dtype"] == "<i4":
+        raise UserError("these megatron shards hold int32 ids (a vocabulary of 65,500 or more), not nanoGPT's "
+                        "uint16/uint32; rerun with --format bin for a train.bin/val.bin")
     if args.format == "llmc" and m.settings["shard_size"] >= 2**31:
         raise UserError("llm.c shards hold fewer than 2**31 tokens; these shards are larger")
     with OutputDir(args.dir, m.settings["prefix"], shared=not in_place, create=False, what="merge") as src:

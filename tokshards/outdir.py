@@ -34,7 +34,7 @@ from typing import Optional
 from .errors import UserError
 from .formats import check_file, sha256_file
 from .manifest import NAME as MANIFEST, Manifest, create_file, fsync_dir, remove_file
-from .shards import shard_name, shard_pattern
+from .shards import shard_files, shard_name, shard_pattern
 
 LOCK = ".fineweb.lock"
 PARTS = "parts"
@@ -218,14 +218,16 @@ class OutputDir:
         """Delete the files of these listed shards, last first: a crash in between leaves a manifest
         that lists files that are gone, which the next run's check on disk finds and redoes."""
         for i in sorted(indices, reverse=True):
-            _unlink(os.path.join(self.path, manifest.shards[i].file))
+            for name in reversed(manifest.shards[i].files):  # a megatron .bin before its .idx
+                _unlink(os.path.join(self.path, name))
 
     def remove_unrecorded_next(self, manifest):
         """The shard renamed into place just before a crash, never entered in the manifest: the one
         name the run would have recorded next. The rerun writes it again, or (with a smaller
         --max-tokens) never does; either way it must not stay, or a loader that lists the directory reads it."""
-        name, _ = shard_name(manifest.settings["prefix"], len(manifest.shards), manifest.settings["format"])
-        _unlink(os.path.join(self.path, name))
+        st = manifest.settings
+        for name in reversed(shard_files(st["prefix"], len(manifest.shards), st["format"])):
+            _unlink(os.path.join(self.path, name))
 
     def remove_run(self, manifest):
         """--overwrite: every file this run's manifest accounts for, then the manifest itself."""
@@ -278,9 +280,12 @@ class OutputDir:
         st = manifest.settings
         for i, e in enumerate(manifest.shards):
             path = os.path.join(self.path, e.file)
-            problem = check_file(path, manifest.shard_format(e), st["dtype"], e.bytes, e.tokens)
+            problem = check_file(path, manifest.shard_format(e), st["dtype"], e.bytes, e.tokens, e.index_bytes)
             if not problem and since is not None and os.stat(path).st_mtime_ns > since and sha256_file(path) != e.sha256:
                 problem = f"corrupt: {e.file} sha256 differs from the manifest"
+            idx = e.index_file and os.path.join(self.path, e.index_file)
+            if not problem and idx and since is not None and os.stat(idx).st_mtime_ns > since and sha256_file(idx) != e.index_sha256:
+                problem = f"corrupt: {e.index_file} sha256 differs from the manifest"
             if problem:
                 return i, problem
         return len(manifest.shards), ""

@@ -10,6 +10,8 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
+
 from .encoders import backend_note
 from .errors import UserError
 from .job import usable_cpus
@@ -80,7 +82,7 @@ def run(job, log=print, progress=None):
         out.remove_temp_files()
         if m is None:
             if job.disk_check:
-                out.check_space(max(0, job.estimate_tokens() or 0) * job.spec.np_dtype.itemsize)
+                out.check_space(max(0, job.estimate_tokens() or 0) * np.dtype(job.dtype).itemsize)
             m = Manifest(out.path, job.settings(), job.source.describe())
             m.save()  # before any shard: the directory is this run's from now on
             keep, start = 0, None
@@ -98,7 +100,7 @@ def run(job, log=print, progress=None):
             keep, start = p.keep, p.start
             if job.disk_check:
                 need = max(0, (job.estimate_tokens() or 0) - sum(s.tokens for s in m.shards[:keep]))
-                out.check_space(need * job.spec.np_dtype.itemsize)
+                out.check_space(need * np.dtype(job.dtype).itemsize)
             out.remove_unrecorded_next(m)
             out.remove_shards(m, p.drop)
             del m.shards[keep:]
@@ -107,7 +109,10 @@ def run(job, log=print, progress=None):
             if p.message and not problem:
                 log(f"resuming {out.path}: {p.message}")
         written = m.tokens()
-        writer = ShardWriter(m, job.spec.dtype, job.spec.eot,
+        sp = job.spec
+        if sp.kind != "tiktoken" or sp.boundary.policy != "eot-before":  # GPT-2's usual [EOT]+text goes unsaid
+            log(f"tokenizer {sp.name}" + (f" at {sp.revision[:12]}" if sp.revision else "") + f": {sp.describe_boundary()}")
+        writer = ShardWriter(m, job.dtype, job.spec.boundary,
                              on_shard=lambda e: log(f"wrote {e.file}: {e.tokens:,} tokens, {e.docs:,} docs"))
         progress = progress or NoProgress()
         progress.start(written, job.estimate_tokens())

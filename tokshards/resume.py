@@ -39,7 +39,9 @@ def plan(shards, intact, complete, recorded_max, shard_size, max_tokens):
             return Plan(DONE, keep=len(shards), message=f"is already complete ({total:,} tokens in {len(shards)} "
                                                         "shards); nothing to do")
     keep = 0
-    while keep < intact and shards[keep].tokens == shard_size and shards[keep].end is not None:
+    # a full shard: it records where its successor begins, and holds shard_size tokens (a megatron
+    # shard, cut at a document start, at least that many)
+    while keep < intact and shards[keep].end is not None and shards[keep].tokens >= shard_size:
         keep += 1
     written = sum(s.tokens for s in shards[:keep])
     if max_tokens is not None and written > max_tokens:

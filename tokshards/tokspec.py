@@ -1,15 +1,21 @@
 """A tokenizer's facts, apart from the code that encodes with it (encoders.py).
 
-The parent process needs only facts: the end-of-text id, the vocabulary size and so the token
-dtype, a content hash that identifies the vocabulary (so that a resumed run never mixes two
-tokenizers that share a name or a path), and where a giant plain-text document may be cut without
-changing a token. Encoding happens in the workers, which build an encoder from this spec.
+The parent process needs only facts: the ids that frame every document (the document-boundary
+policy), the vocabulary size and so the token dtype, a content hash that identifies the vocabulary
+(so that a resumed run never mixes two tokenizers that share a name or a path), and where a giant
+plain-text document may be cut without changing a token. Encoding happens in the workers, which
+build an encoder from this spec.
 
 - any tiktoken encoding by name (gpt2, r50k_base, cl100k_base, o200k_base, ...);
-- a local Hugging Face `tokenizer.json` (via the `tokenizers` package).
+- a local Hugging Face `tokenizer.json` (via the `tokenizers` package), with the BOS/EOS its
+  tokenizer_config.json names when one lies beside it;
+- a Hub model repo OWNER/NAME: its tokenizer.json and tokenizer_config.json through huggingface_hub
+  (HF_TOKEN for gated repos, a revision pinned to its commit sha).
 """
 import hashlib
+import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -17,8 +23,19 @@ import numpy as np
 
 from .errors import UserError
 
-# Names tried, in order, to find the document delimiter of a tokenizer.json.
-EOT_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|begin_of_text|>", "<s>")
+# Without a tokenizer_config.json, the tokens looked for, in order, as the end and the beginning of text.
+EOS_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")
+BOS_CANDIDATES = ("<|begin_of_text|>", "<s>", "<bos>")
+# What the tool used as "the delimiter" of a tokenizer.json before it knew BOS from EOS (its bytes stay).
+EOT_CANDIDATES = EOS_CANDIDATES + ("<|begin_of_text|>", "<s>")
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# Document-boundary policies: the ids put around every document.
+#   eot-before  [EOT] + text   GPT-2's convention: build-nanogpt, llm.c's GPT-2 data, modded-nanogpt
+#   bos-before  [BOS] + text   llm.c's Llama-3 data (dev/data/fineweb.py: bos before each document)
+#   eos-after   text + [EOS]   Megatron-LM tools/preprocess_data.py --append-eod; NeMo Curator; datatrove
+#   bos-eos     [BOS] + text + [EOS]   torchtitan and Levanter for Llama 3
+POLICIES = ("eot-before", "bos-before", "eos-after", "bos-eos")
 
 # Tokenizers whose pre-tokenizer regex ends a pre-token right after a "\n" and right before a " "
 # when printable ASCII stands on both sides, whether or not the text goes on (textfile.py's cut
@@ -32,37 +49,92 @@ CUT_RULES = {"gpt2": GPT2_CUT_RULE, "r50k_base": GPT2_CUT_RULE, "p50k_base": GPT
 
 
 @dataclass(frozen=True)
+class Boundary:
+    """The ids around every document: `before` + text + `after`. A document's `marker` is the one id
+    counted as "a document" (shard doc counts, verify, inspect, Megatron's cuts): the first id before
+    it, else the last after it; a document begins at a marker (before) or right after one (after).
+    Special-token text inside a document is encoded as plain text, so markers appear nowhere else."""
+
+    policy: str
+    before: tuple
+    after: tuple
+
+    @property
+    def marker(self):
+        return self.before[0] if self.before else self.after[-1]
+
+    @property
+    def start_offset(self):
+        """Where a document begins relative to its marker: 0 (before) or 1 (after)."""
+        return 0 if self.before else 1
+
+    def doc_starts(self, tokens):
+        """Offsets in `tokens` where a document begins (an after-policy's may equal len(tokens))."""
+        return np.flatnonzero(tokens == self.marker) + self.start_offset
+
+
+@dataclass(frozen=True)
 class TokenizerSpec:
-    name: str  # a tiktoken encoding name, or the path of a tokenizer.json
+    name: str  # a tiktoken encoding name, the path of a tokenizer.json, or a Hub repo OWNER/NAME
     kind: str  # "tiktoken" | "tokenizers"
-    eot: int  # the id put before every document
+    boundary: Boundary
     n_vocab: int
     dtype: str  # "<u2" when every id fits, else "<u4" (nanoGPT / llm.c convention)
     sha256: str  # of the vocabulary: tiktoken's ranks + pattern + specials, or the tokenizer.json bytes
     cut_rule: Optional[str]  # GPT2_CUT_RULE, or None: a giant document is never cut
+    specials: tuple = ()  # (name, id) of the tokenizer's BOS and EOS, for messages
+    revision: Optional[str] = None  # a Hub tokenizer: the commit sha its files were read at
+
+    @property
+    def eot(self):
+        """The id counted as a document (settings' "eot", doc counts): Boundary.marker."""
+        return self.boundary.marker
 
     @property
     def np_dtype(self):
         return np.dtype(self.dtype)
+
+    def describe_boundary(self):
+        """One line: the policy and its tokens, as printed at start and by inspect."""
+        names = {i: n for n, i in self.specials}
+        ids = lambda xs: " + ".join(f"{names.get(i, '?')} ({i})" for i in xs)  # noqa: E731
+        parts = ([ids(self.boundary.before) + " before"] if self.boundary.before else []) + \
+            ([ids(self.boundary.after) + " after"] if self.boundary.after else [])
+        return f"document boundary {self.boundary.policy}: {', '.join(parts)} every document"
+
+    @property
+    def may_cut(self):
+        """A giant plain-text document may be cut: the tokenizer has a proven cut rule, and no id comes
+        after a document (a cut piece cannot know whether the document ends in it)."""
+        return self.cut_rule is not None and not self.boundary.after
 
 
 def is_tokenizer_file(name):
     return name.endswith(".json") or os.path.sep in name or os.path.isfile(name)
 
 
-def load(name, eot_token=None):
-    """(spec, prebuilt): prebuilt is what a worker needs to encode without re-reading the vocabulary
-    (tiktoken's Encoding constructor arguments), or None for a tokenizer.json (workers load the file)."""
+def load(name, eot_token=None, policy=None, revision=None):
+    """(spec, prebuilt): prebuilt is what a worker needs to encode without reading the vocabulary from
+    disk or the network: tiktoken's Encoding constructor arguments, or a tokenizer.json's text (so a
+    Ray task or a rank on another machine needs nothing but the job).
+    policy: one of POLICIES, or None for the tokenizer's default (default_policy)."""
+    if policy is not None and policy not in POLICIES:
+        raise UserError(f"--doc-boundary {policy!r}: use one of {', '.join(POLICIES)}")
+    if revision is not None and (is_tokenizer_file(name) or not REPO_ID.match(name)):
+        raise UserError("--tokenizer-revision is for a Hub tokenizer (--tokenizer OWNER/NAME)")
     if is_tokenizer_file(name):
-        return _load_json(name, eot_token), None
-    return _load_tiktoken(name, eot_token)
+        return _load_json(name, name, eot_token, policy, _config_beside(name), None)
+    if REPO_ID.match(name):
+        path, config, sha = fetch_hub_tokenizer(name, revision)
+        return _load_json(name, path, eot_token, policy, config, sha)
+    return _load_tiktoken(name, eot_token, policy)
 
 
 def _dtype(n_vocab):
     return "<u2" if n_vocab <= 2**16 else "<u4"
 
 
-def _load_tiktoken(name, eot_token):
+def _load_tiktoken(name, eot_token, policy):
     import tiktoken
 
     try:
@@ -79,7 +151,8 @@ def _load_tiktoken(name, eot_token):
         ) from None
     parts = tiktoken_parts(enc)
     if eot_token is None:
-        eot = enc.eot_token
+        eot_token, eot = "<|endoftext|>", enc.eot_token
+        eot_token = next((t for t, i in parts["special_tokens"].items() if i == eot), eot_token)
     else:
         try:
             eot = enc.encode_single_token(eot_token)
@@ -87,8 +160,15 @@ def _load_tiktoken(name, eot_token):
             specials = ", ".join(sorted(enc.special_tokens_set))
             raise UserError(f"--eot-token {eot_token!r} is not a single token of {name} "
                             f"(its special tokens: {specials})") from None
-    spec = TokenizerSpec(name, "tiktoken", int(eot), enc.n_vocab, _dtype(enc.n_vocab), tiktoken_sha256(parts),
-                         CUT_RULES.get(name))
+    # tiktoken's encodings have one end-of-text token and no BOS: GPT-2's convention puts it before
+    # every document (build-nanogpt, llm.c), or after it (Megatron's --append-eod) if asked.
+    policy = policy or "eot-before"
+    if policy not in ("eot-before", "eos-after"):
+        raise UserError(f"--doc-boundary {policy}: {name} has no beginning-of-text token; "
+                        "use eot-before or eos-after")
+    boundary = Boundary(policy, (int(eot),), ()) if policy == "eot-before" else Boundary(policy, (), (int(eot),))
+    spec = TokenizerSpec(name, "tiktoken", boundary, enc.n_vocab, _dtype(enc.n_vocab), tiktoken_sha256(parts),
+                         CUT_RULES.get(name), ((eot_token, int(eot)),))
     return spec, parts
 
 
@@ -110,17 +190,18 @@ def tiktoken_sha256(parts):
     return h.hexdigest()
 
 
-def load_json_tokenizer(path):
-    """A `tokenizers.Tokenizer` from a tokenizer.json that encodes special-token text as plain text."""
+def load_json_tokenizer(path=None, text=None):
+    """A `tokenizers.Tokenizer` from a tokenizer.json (a path, or its text) that encodes special-token
+    text as plain text (tiktoken's encode_ordinary; transformers' split_special_tokens=True)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its threads hang after fork
     try:
         from tokenizers import Tokenizer as HFTokenizer
     except ImportError:
         raise UserError("a tokenizer.json needs the 'tokenizers' package: pip install tokenizers") from None
-    if not os.path.isfile(path):
+    if text is None and not os.path.isfile(path):
         raise UserError(f"tokenizer file not found: {path}")
     try:
-        tok = HFTokenizer.from_file(path)
+        tok = HFTokenizer.from_str(text) if text is not None else HFTokenizer.from_file(path)
     except Exception as e:
         raise UserError(f"could not load {path} as a Hugging Face tokenizer.json: {str(e).splitlines()[0]}") from None
     # Text that happens to contain "<|endoftext|>" must stay text, as with tiktoken's encode_ordinary.
@@ -128,16 +209,127 @@ def load_json_tokenizer(path):
     return tok
 
 
-def _load_json(path, eot_token):
-    tok = load_json_tokenizer(path)
-    vocab = tok.get_vocab(with_added_tokens=True)
-    if eot_token is None:
-        eot_token = next((t for t in EOT_CANDIDATES if t in vocab), None)
-        if eot_token is None:
-            raise UserError(f"{path}: no end-of-text token found among {EOT_CANDIDATES}; name it with --eot-token")
-    elif eot_token not in vocab:
-        raise UserError(f"{path}: --eot-token {eot_token!r} is not in the vocabulary")
-    n_vocab = max(tok.get_vocab_size(with_added_tokens=True), max(vocab.values()) + 1)
+def _config_beside(path):
+    """The tokenizer_config.json in the tokenizer.json's directory (as a model repo has it), or None."""
+    cfg = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer_config.json")
+    return cfg if os.path.isfile(cfg) else None
+
+
+def _token_name(value):
+    """tokenizer_config.json names a special token as a string or as {"content": ...}."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
+def read_bos_eos(config_path):
+    """(bos, eos) token strings a tokenizer_config.json names (None where it names none)."""
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {config_path}: {e}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{config_path} is not a tokenizer_config.json (not an object)")
+    return _token_name(cfg.get("bos_token")), _token_name(cfg.get("eos_token"))
+
+
+def default_policy(bos, eos, has_config):
+    """What the model family's own pretraining code puts around a document, from which of BOS and EOS
+    the tokenizer_config.json names:
+    - both, distinct (Llama 3, Llama 2, Mistral): bos-eos. torchtitan's Llama-3 pretraining data
+      (torchtitan/datasets/hf_datasets.py: tokenizer.encode(text, bos=True, eos=True)), Levanter likewise.
+    - EOS only, or BOS = EOS (Qwen2: no bos_token; SmolLM: both <|endoftext|>): eos-after, as Megatron-LM's
+      --append-eod and datatrove's DocumentTokenizer (with which SmolLM's corpus was tokenized) write.
+    - BOS only: bos-before (llm.c's Llama-3 data).
+    - no tokenizer_config.json: eot-before with the first of EOT_CANDIDATES, what this tool did before it
+      read configs (the same bytes; a family cannot be told from a bare tokenizer.json)."""
+    if not has_config:
+        return "eot-before"
+    if bos and eos and bos != eos:
+        return "bos-eos"
+    if eos:
+        return "eos-after"
+    if bos:
+        return "bos-before"
+    return None
+
+
+def _load_json(name, path, eot_token, policy, config, revision):
     with open(path, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
-    return TokenizerSpec(path, "tokenizers", int(vocab[eot_token]), n_vocab, _dtype(n_vocab), sha, None)
+        raw = f.read()
+    tok = load_json_tokenizer(path, raw.decode("utf-8", "replace"))
+    vocab = tok.get_vocab(with_added_tokens=True)
+    where = name if config is None else f"{name} (tokenizer_config.json)"
+    if config is not None:
+        bos, eos = read_bos_eos(config)
+    else:
+        bos = next((t for t in BOS_CANDIDATES if t in vocab), None)
+        eos = next((t for t in EOS_CANDIDATES if t in vocab), None)
+    if eot_token is not None:  # the user's end-of-text token: EOS of every policy, the one token of eot-before
+        if eot_token not in vocab:
+            raise UserError(f"{name}: --eot-token {eot_token!r} is not in the vocabulary")
+        eos = eot_token
+    for what, t in (("BOS", bos), ("EOS", eos)):
+        if t is not None and t not in vocab:
+            raise UserError(f"{where}: its {what} {t!r} is not in the vocabulary")
+    policy = policy or default_policy(bos, eos, config is not None)
+    if policy is None:
+        raise UserError(f"{where} names no BOS or EOS token: choose --doc-boundary and name the token with --eot-token")
+    if policy == "eot-before":
+        eot = eos if (eot_token is not None or config is not None) else next((t for t in EOT_CANDIDATES if t in vocab), None)
+        if eot is None:
+            raise UserError(f"{name}: no end-of-text token found among {EOT_CANDIDATES}; name it with --eot-token")
+        boundary, used = Boundary(policy, (vocab[eot],), ()), [eot]
+    else:
+        need = {"bos-before": ("BOS",), "eos-after": ("EOS",), "bos-eos": ("BOS", "EOS")}[policy]
+        have = {"BOS": bos, "EOS": eos}
+        missing = [w for w in need if have[w] is None]
+        if missing:
+            raise UserError(f"--doc-boundary {policy}: {where} names no {' or '.join(missing)} token"
+                            + (" (name the EOS with --eot-token)" if "EOS" in missing else ""))
+        if policy == "bos-eos" and bos == eos:
+            raise UserError(f"--doc-boundary bos-eos: {where} has one token {bos!r} for both BOS and EOS; "
+                            "use eos-after (or bos-before)")
+        before = (vocab[bos],) if "BOS" in need else ()
+        after = (vocab[eos],) if "EOS" in need else ()
+        boundary, used = Boundary(policy, before, after), [have[w] for w in need]
+    n_vocab = max(tok.get_vocab_size(with_added_tokens=True), max(vocab.values()) + 1)
+    specials = tuple(dict.fromkeys((t, int(vocab[t])) for t in used + [x for x in (bos, eos) if x]))
+    spec = TokenizerSpec(name, "tokenizers", boundary, n_vocab, _dtype(n_vocab), hashlib.sha256(raw).hexdigest(),
+                         None, specials, revision)
+    return spec, raw.decode("utf-8")
+
+
+def fetch_hub_tokenizer(repo_id, revision=None):
+    """(tokenizer.json path, tokenizer_config.json path or None, commit sha) of a Hub model repo, read
+    through huggingface_hub (HF_ENDPOINT, HF_TOKEN, its cache and retries) at one pinned commit."""
+    # imported here: huggingface_hub adds ~0.3 s to every start, and only a Hub tokenizer needs it
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import (GatedRepoError, RemoteEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    try:
+        # a commit sha (a resumed run, inspect) is used as it is: then a cached file needs no network at all
+        sha = revision if revision and re.fullmatch(r"[0-9a-f]{40}", revision) else \
+            HfApi().model_info(repo_id, revision=revision).sha
+        path = hf_hub_download(repo_id, "tokenizer.json", revision=sha)
+        try:
+            config = hf_hub_download(repo_id, "tokenizer_config.json", revision=sha)
+        except RemoteEntryNotFoundError:
+            config = None
+    except GatedRepoError:
+        raise UserError(f"--tokenizer {repo_id} is a gated repo: accept its license on the Hub, then set HF_TOKEN "
+                        "to a token of that account") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"--tokenizer {repo_id}: no such model repo on the Hub (or it is private: set HF_TOKEN)") from None
+    except RevisionNotFoundError:
+        raise UserError(f"--tokenizer {repo_id}: no revision {revision!r}") from None
+    except RemoteEntryNotFoundError:
+        raise UserError(f"--tokenizer {repo_id}: the repo has no tokenizer.json (only tokenizer.json "
+                        "tokenizers are supported)") from None
+    except Exception as e:  # the network (httpx's errors), the cache, a bad answer: one line, never a traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"could not fetch the tokenizer {repo_id} from the Hub ({first}); check the network "
+                        "and HF_ENDPOINT/HF_TOKEN, or pass a local tokenizer.json") from None
+    return path, config, sha

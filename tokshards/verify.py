@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from .errors import UserError
-from .formats import check_file, open_tokens, sha256_file
+from .formats import check_file, open_tokens, read_megatron_index, sha256_file
 from .manifest import Manifest
 from .outdir import PARTS, OutputDir
 from .shards import shard_pattern
@@ -31,21 +31,30 @@ def verify(out_dir):
     for s in m.shards:
         path = os.path.join(out_dir, s.file)
         fmt = m.shard_format(s)
-        problem = check_file(path, fmt, st["dtype"], s.bytes, s.tokens)
+        problem = check_file(path, fmt, st["dtype"], s.bytes, s.tokens, s.index_bytes)
         if problem:
             problems.append(problem)
             continue
         if sha256_file(path) != s.sha256:
             problems.append(f"corrupt: {s.file} sha256 differs from the manifest")
             continue
+        if s.index_file and sha256_file(os.path.join(out_dir, s.index_file)) != s.index_sha256:
+            problems.append(f"corrupt: {s.index_file} sha256 differs from the manifest")
+            continue
         arr = open_tokens(path, fmt, st["dtype"])
         n_docs = int(np.count_nonzero(arr == st["eot"]))
         if n_docs != s.docs:
-            problems.append(f"corrupt: {s.file} has {n_docs:,} end-of-text tokens, manifest says {s.docs:,}")
+            problems.append(f"corrupt: {s.file} has {n_docs:,} document marker ids ({st['eot']}), manifest says {s.docs:,}")
+        if s.index_file:
+            cut_short = m.max_tokens is not None and s is m.shards[-1]  # --max-tokens may end inside a document
+            problem = check_sequences(arr, read_megatron_index(os.path.join(out_dir, s.index_file), st["dtype"]), st,
+                                      cut_short)
+            if problem:
+                problems.append(f"corrupt: {s.index_file}: {problem}")
         docs += n_docs
         tokens += len(arr)
         del arr
-    listed = {s.file for s in m.shards}
+    listed = {f for s in m.shards for f in s.files}
     pattern = shard_pattern(st["prefix"])
     for f in sorted(os.listdir(out_dir)):
         if pattern.match(f) and f not in listed:
@@ -64,16 +73,42 @@ def verify(out_dir):
         f"{out_dir}: {len(m.shards)} shards ({st['format']}, {np.dtype(st['dtype']).name}), "
         f"{tokens:,} tokens, {docs:,} documents",
         f"source: {where}",
-        f"tokenizer: {st['tokenizer']} (end-of-text id {st['eot']}), shard size {st['shard_size']:,}",
+        f"tokenizer: {st['tokenizer']}, document boundary {st['doc_boundary']} (before {st['boundary_before']}, "
+        f"after {st['boundary_after']}), shard size {st['shard_size']:,}",
     ]
     if m.max_tokens:
         summary.append(f"stopped at --max-tokens {m.max_tokens:,}")
     sums = [s.token_count_sum for s in m.shards]
     if sums and all(x is not None for x in sums):
-        expected = sum(sums) + docs
+        per_doc = len(st["boundary_before"]) + len(st["boundary_after"])
+        expected = sum(sums) + per_doc * docs
         diff = tokens - expected
         summary.append(
-            f"source token_count: sum {sum(sums):,} + {docs:,} end-of-text = {expected:,}; "
+            f"source token_count: sum {sum(sums):,} + {per_doc * docs:,} boundary ids = {expected:,}; "
             f"written differs by {diff:+,} ({100 * diff / max(expected, 1):+.4f}%)"
         )
     return problems, summary
+
+
+def check_sequences(tokens, lengths, st, cut_short):
+    """What is wrong with a megatron shard's sequences: each one document, framed by the policy's ids."""
+    if not len(lengths):
+        return "" if not len(tokens) else "no sequences"
+    if (lengths <= 0).any():
+        return "an empty sequence"
+    ends = np.cumsum(lengths.astype(np.int64))
+    starts = ends - lengths
+    for k, t in enumerate(st["boundary_before"]):
+        bad = np.flatnonzero(tokens[starts + k] != t)
+        if len(bad):
+            return f"sequence {int(bad[0])} does not begin with the boundary ids {st['boundary_before']}"
+    after = st["boundary_after"]
+    check = ends[:-1] if cut_short else ends
+    for k, t in enumerate(reversed(after)):
+        bad = np.flatnonzero(tokens[check - 1 - k] != t)
+        if len(bad):
+            return f"sequence {int(bad[0])} does not end with the boundary ids {after}"
+    n_markers = int(np.count_nonzero(tokens == st["eot"]))
+    if n_markers != len(lengths) - (1 if cut_short and after and tokens[ends[-1] - 1] != after[-1] else 0):
+        return f"{len(lengths):,} sequences for {n_markers:,} documents"
+    return ""

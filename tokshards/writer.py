@@ -23,9 +23,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from .errors import UserError, signals_held
-from .formats import header_for, sha256_file
+from .formats import header_for, megatron_index, sha256_file, whole_documents
 from .manifest import create_file, fsync_dir, remove_file, temp_name
-from .shards import Cutter, make_entry, shard_name
+from .shards import Cutter, make_entry, shard_files, shard_name
 
 
 def append_tokens(f, tokens):
@@ -54,11 +54,14 @@ class ShardWriter:
     real count and the file is hashed again (a sha256 cannot be changed at its start); that is one
     shard per run, read back from the page cache."""
 
-    def __init__(self, manifest, dtype, eot, on_shard=None):
+    def __init__(self, manifest, dtype, boundary, on_shard=None):
+        """boundary: the tokspec.Boundary around every document (its marker counts documents)."""
         st = manifest.settings
-        self.manifest, self.prefix, self.fmt, self.eot = manifest, st["prefix"], st["format"], eot
+        self.manifest, self.prefix, self.fmt = manifest, st["prefix"], st["format"]
+        self.boundary, self.eot = boundary, boundary.marker
         self.dtype = np.dtype(dtype)
-        self.cutter = Cutter(st["shard_size"], first=len(manifest.shards))
+        self.whole_docs = whole_documents(self.fmt)
+        self.cutter = Cutter(st["shard_size"], first=len(manifest.shards), whole_docs=self.whole_docs)
         self.on_shard = on_shard or (lambda entry: None)
         self.head = header_for(self.fmt, self.dtype, st["shard_size"])  # a full shard's header
         self._new_shard()
@@ -69,27 +72,41 @@ class ShardWriter:
 
     def _new_shard(self):
         self.n, self.docs, self.count_sum, self.backends = 0, 0, None, set()
+        self.doc_starts = []  # whole_docs: where each document begins in the shard (arrays of offsets)
 
     def add(self, enc, lo, hi):
         """Append tokens [lo, hi) of an Encoded batch."""
-        tokens, counts = enc.tokens, enc.counts
+        tokens = enc.tokens
+        # the source's per-document token counts line up with markers only when a marker opens each document
+        counts = enc.counts if self.boundary.before else None
         d = int(np.count_nonzero(tokens[:lo] == self.eot)) if counts is not None and lo else 0
-        for piece in self.cutter.add(enc.start, lo, hi):
-            chunk = np.ascontiguousarray(tokens[piece.lo : piece.hi], dtype=self.dtype)
-            with self._writing():
-                if self._f is None:
-                    self._open()
-                self._append(chunk)
-            whole = piece.lo == 0 and piece.hi == len(tokens)  # the worker counted those
-            k = enc.docs if whole else int(np.count_nonzero(chunk == self.eot))
-            self.docs += k
-            if counts is not None:  # the source's count of each document begun in this piece
-                self.count_sum = (self.count_sum or 0) + int(sum(counts[d : d + k]))
-                d += k
-            self.n += len(chunk)
-            self.backends.add(enc.backend)
+        starts = self.boundary.doc_starts(tokens) if self.whole_docs else None
+        for piece in self.cutter.add(enc.start, lo, hi, starts):
+            if piece.hi > piece.lo:  # (a whole-documents shard may end right where a batch begins)
+                self._add_piece(enc, piece, counts, d, starts)
+                if counts is not None:
+                    d += self._last_k
             if piece.end is not None:
                 self._close(piece.end)
+
+    def _add_piece(self, enc, piece, counts, d, starts):
+        tokens = enc.tokens
+        chunk = np.ascontiguousarray(tokens[piece.lo : piece.hi], dtype=self.dtype)
+        with self._writing():
+            if self._f is None:
+                self._open()
+            self._append(chunk)
+        whole = piece.lo == 0 and piece.hi == len(tokens)  # the worker counted those
+        k = enc.docs if whole else int(np.count_nonzero(chunk == self.eot))
+        self.docs += k
+        self._last_k = k
+        if counts is not None:  # the source's count of each document begun in this piece
+            self.count_sum = (self.count_sum or 0) + int(sum(counts[d : d + k]))
+        if starts is not None:
+            inside = starts[(starts >= piece.lo) & (starts < piece.hi)]
+            self.doc_starts.append(inside - piece.lo + self.n)
+        self.n += len(chunk)
+        self.backends.add(enc.backend)
 
     def finish(self):
         """The stream ended: record the short last shard, if the stream ended inside one."""
@@ -104,10 +121,27 @@ class ShardWriter:
         with self._writing():
             self._drain()
             nbytes, sha = self._finish_file()
+        index_file, idx_tmp = None, None
+        if self.fmt == "megatron":  # its .idx: one sequence per document, written beside, renamed first
+            idx_path = os.path.join(self.manifest.out_dir, shard_files(self.prefix, index, self.fmt)[0])
+            idx_tmp = temp_name(idx_path)
+            data = megatron_index(self.document_lengths(), self.dtype)
+            with self._writing():
+                try:
+                    with create_file(idx_tmp) as f:  # complete and fsynced under its temporary name
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                except BaseException:
+                    remove_file(idx_tmp)
+                    raise
+            index_file = (len(data), hashlib.sha256(data).hexdigest())
         entry = make_entry(self.prefix, self.fmt, index, self.n, self.docs, nbytes, sha, self.count_sum,
-                           self.backends, end)
+                           self.backends, end, index_file)
         with signals_held(), self._writing():  # in place and recorded, or neither: Ctrl-C waits for both
             self._f = None
+            if idx_tmp is not None:
+                os.replace(idx_tmp, idx_path)
             os.replace(self._tmp, path)
             self._cleanup.detach()
             fsync_dir(self.manifest.out_dir)
@@ -115,6 +149,14 @@ class ShardWriter:
             self.manifest.save()
         self._new_shard()
         self.on_shard(entry)
+
+    def document_lengths(self):
+        """Tokens of each document of the shard being closed (whole_docs): it begins with a document,
+        whether or not a marker stands at its first token (an after-policy's first document has none)."""
+        starts = np.concatenate(self.doc_starts) if self.doc_starts else np.empty(0, dtype=np.intp)
+        if self.n and (not len(starts) or starts[0] != 0):
+            starts = np.concatenate([[0], starts])
+        return np.diff(np.append(starts, self.n))
 
     def _open(self):
         name, _ = shard_name(self.prefix, len(self.manifest.shards), self.fmt)
