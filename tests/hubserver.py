@@ -5,13 +5,15 @@ Serves local directories as dataset repos so that `datasets.load_dataset(..., st
 and `huggingface_hub` work against HF_ENDPOINT=http://127.0.0.1:PORT.
 
     python tests/hubserver.py --port 0 --port-file F --repo OWNER/NAME=DIR [--repo ...]
-        [--redirect] [--page-size N] [--log-file F] [--require-token T] [--faults JSON]
+        [--model-repo OWNER/NAME=DIR ...] [--redirect] [--page-size N] [--log-file F] [--require-token T] [--faults JSON]
 
 Hub endpoints (per repo):
     GET  /api/datasets/{ns}/{name}[/revision/{rev}]         dataset info
     GET  /api/datasets/{ns}/{name}/tree/{rev}[/{path}]      ?recursive= &expand= &cursor=, Link rel="next"
     POST /api/datasets/{ns}/{name}/paths-info/{rev}         form or JSON body: paths=..., expand=...
     HEAD/GET /datasets/{ns}/{name}/resolve/{rev}/{path}     file bytes, one Range (206/416)
+    GET  /api/models/{ns}/{name}[/revision/{rev}]           model info (--model-repo: a tokenizer's repo)
+    HEAD/GET /{ns}/{name}/resolve/{rev}/{path}              a model repo's file bytes
     GET  /_cdn/{sha256}                                     redirect target of LFS files (--redirect)
     GET  /api/agent-harnesses                               empty registry huggingface_hub asks for
 
@@ -139,9 +141,9 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     block_on_close = False
     request_queue_size = 64
 
-    def __init__(self, addr, repos, args):
+    def __init__(self, addr, repos, args, models=None):
         super().__init__(addr, Handler)
-        self.repos, self.args = repos, args
+        self.repos, self.args, self.models = repos, args, models or {}
         self.lock = threading.Lock()
         self.log, self.fired = [], {}
         self.faults = dict(FAULT_DEFAULTS)
@@ -254,6 +256,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
         is_api = segs[:2] == ["api", "datasets"] and len(segs) >= 4
         is_resolve = segs[:1] == ["datasets"] and len(segs) >= 6 and segs[3] == "resolve"
+        is_model_api = segs[:2] == ["api", "models"] and len(segs) >= 4
+        is_model_resolve = segs[:1] != ["datasets"] and len(segs) >= 5 and segs[2] == "resolve"
+        if is_model_api or is_model_resolve:
+            return self.model_route(segs, is_model_api, url.path)
         if not (is_api or is_resolve):
             raise HubError(404, "NotFound", "endpoint not served by hubserver")
         if f["api_status"] and (f["api_match"] is None or f["api_match"] in self.path) and srv.take("api", url.path):
@@ -284,6 +290,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.check_rev(repo, "/".join(rest[1:]))
             return self.paths_info(repo)
         raise HubError(404, "NotFound", "endpoint not served by hubserver")
+
+    def model_route(self, segs, is_api, path):
+        """A model repo: its info (with the commit sha) and its files; the same token and API faults."""
+        srv, f = self.server, self.server.faults
+        if f["api_status"] and (f["api_match"] is None or f["api_match"] in self.path) and srv.take("api", path):
+            return self.send_json(f["api_status"], {"error": "injected"}, {}, f"FAULT api_status {f['api_status']}")
+        if srv.args.require_token and self.headers.get("Authorization") != f"Bearer {srv.args.require_token}":
+            # a gated repo without an accepted license / token: 401 with the gated error code
+            raise HubError(401, "GatedRepo", "Access to model is restricted. You must have access to it and be authenticated")
+        ns, name = segs[2:4] if is_api else segs[0:2]
+        repo = srv.models.get(f"{ns}/{name}")
+        if repo is None:
+            raise HubError(404 if self.command == "HEAD" else 401, "RepoNotFound", "Repository not found")
+        if is_api:
+            rest = segs[4:]
+            if rest and rest[0] == "revision":
+                self.check_rev(repo, "/".join(rest[1:]))
+            elif rest:
+                raise HubError(404, "NotFound", "endpoint not served by hubserver")
+            return self.send_json(200, repo.info())
+        rev, fpath = self.split_rev(segs[3:])
+        self.check_rev(repo, rev)
+        if fpath not in repo.files:
+            raise HubError(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": repo.sha})
+        return self.serve_file(repo, fpath)
 
     @staticmethod
     def split_rev(segs):
@@ -456,7 +487,8 @@ def main(argv=None):
     ap.add_argument("--host", default="127.0.0.1", help="only 127.0.0.1 is accepted")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--port-file")
-    ap.add_argument("--repo", action="append", required=True, metavar="OWNER/NAME=DIR")
+    ap.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME=DIR")
+    ap.add_argument("--model-repo", action="append", default=[], metavar="OWNER/NAME=DIR")
     ap.add_argument("--redirect", action="store_true", help="302 LFS files to /_cdn/<sha256> like the Hub")
     ap.add_argument("--page-size", type=int, default=1000, help="tree entries per page")
     ap.add_argument("--log-file", help="append one JSON line per request")
@@ -468,13 +500,16 @@ def main(argv=None):
     if args.page_size < 1:
         ap.error("--page-size must be >= 1")
 
-    repos = {}
-    for spec in args.repo:
-        repo_id, sep, root = spec.partition("=")
-        if not sep or repo_id.count("/") != 1:
-            ap.error(f"--repo wants OWNER/NAME=DIR, got {spec!r}")
-        repos[repo_id] = Repo(repo_id, root)
-    srv = Server(("127.0.0.1", args.port), repos, args)
+    if not args.repo and not args.model_repo:
+        ap.error("give at least one --repo or --model-repo")
+    repos, models = {}, {}
+    for specs, into in ((args.repo, repos), (args.model_repo, models)):
+        for spec in specs:
+            repo_id, sep, root = spec.partition("=")
+            if not sep or repo_id.count("/") != 1:
+                ap.error(f"--repo/--model-repo wants OWNER/NAME=DIR, got {spec!r}")
+            into[repo_id] = Repo(repo_id, root)
+    srv = Server(("127.0.0.1", args.port), repos, args, models)
     if args.faults:
         srv.set_faults(json.loads(args.faults))
     port = srv.server_address[1]
@@ -484,7 +519,7 @@ def main(argv=None):
             fh.write(str(port))
         os.replace(tmp, args.port_file)
     print(f"LISTENING {port}", flush=True)
-    for repo in repos.values():
+    for repo in list(repos.values()) + list(models.values()):
         print(f"repo {repo.id} sha={repo.sha} files={len(repo.files)}", flush=True)
     try:
         srv.serve_forever(poll_interval=0.1)

@@ -52,7 +52,8 @@ TIMEOUT = 300
 
 # Runs fineweb.py as __main__ (so multiprocessing workers start as usual) after wrapping the
 # write protocol so that the process group is SIGKILLed at one exact moment, chosen by
-# TEST_CRASH=event[:shard index or shard count]. Only the parent process is wrapped.
+# TEST_CRASH=event[:shard index or shard count]. Only the parent process is wrapped. Events:
+# shard_partial, shard_renamed, idx_renamed (megatron), manifest_tmp, final_manifest_tmp.
 DRIVER = r"""
 import json, os, re, runpy, signal, sys
 
@@ -90,6 +91,9 @@ def replace(src, dst, *a, **kw):
     result = _replace(src, dst, *a, **kw)
     if event == "shard_renamed" and index(dst) == n:
         die()  # the shard file is in place, the manifest does not list it yet
+    m = re.search(r"_(?:val|train)_(\d{6})\.idx$", str(dst))
+    if event == "idx_renamed" and m and int(m.group(1)) == n:
+        die()  # a megatron shard's .idx is in place, its .bin is not
     return result
 os.replace = replace
 

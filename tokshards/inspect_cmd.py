@@ -89,7 +89,8 @@ def cmd_inspect(argv):
     from .tokspec import load
 
     st, s = m.settings, m.shards[args.shard]
-    tok = make_encoder(load(st["tokenizer"], revision=st.get("tokenizer_revision"))[0], backend="tiktoken")
+    spec, prebuilt = load(st["tokenizer"], revision=st.get("tokenizer_revision"))
+    tok = make_encoder(spec, backend="tiktoken", prebuilt=prebuilt)
     try:
         tokens = open_tokens(os.path.join(args.dir, s.file), m.shard_format(s), st["dtype"])
     except (OSError, ValueError) as e:
@@ -98,6 +99,8 @@ def cmd_inspect(argv):
     nb, na = len(st["boundary_before"]), len(st["boundary_after"])
     # where documents begin: at a marker (before-policies), or right after one (eos-after)
     starts = [p + (0 if nb else 1) for p in eot_positions(tokens, st["eot"], args.docs + 1)]
+    if not nb and (args.shard == 0 or st["format"] == "megatron"):  # these begin with a document, marker or not
+        starts = [0] + starts
     first = starts[0] if starts else len(tokens)
     if first:
         what = "continued from the previous shard" if nb else "the end of a document (perhaps begun in the previous shard)"

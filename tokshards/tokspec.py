@@ -110,7 +110,15 @@ class TokenizerSpec:
 
 
 def is_tokenizer_file(name):
-    return name.endswith(".json") or os.path.sep in name or os.path.isfile(name)
+    """A local tokenizer.json (or a directory holding one, as a downloaded model has it)? Else a Hub
+    repo OWNER/NAME, or a tiktoken name. A path that exists locally always wins over the Hub."""
+    if name.endswith(".json") or os.path.isfile(name) or os.path.isfile(os.path.join(name, "tokenizer.json")):
+        return True
+    return os.path.sep in name and not REPO_ID.match(name)
+
+
+def _local_file(name):
+    return os.path.join(name, "tokenizer.json") if os.path.isdir(name) else name
 
 
 def load(name, eot_token=None, policy=None, revision=None):
@@ -123,7 +131,8 @@ def load(name, eot_token=None, policy=None, revision=None):
     if revision is not None and (is_tokenizer_file(name) or not REPO_ID.match(name)):
         raise UserError("--tokenizer-revision is for a Hub tokenizer (--tokenizer OWNER/NAME)")
     if is_tokenizer_file(name):
-        return _load_json(name, name, eot_token, policy, _config_beside(name), None)
+        path = _local_file(name)
+        return _load_json(name, path, eot_token, policy, _config_beside(path), None)
     if REPO_ID.match(name):
         path, config, sha = fetch_hub_tokenizer(name, revision)
         return _load_json(name, path, eot_token, policy, config, sha)
@@ -256,8 +265,13 @@ def default_policy(bos, eos, has_config):
 
 
 def _load_json(name, path, eot_token, policy, config, revision):
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise UserError(f"tokenizer file not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"cannot read the tokenizer file {path}: {e.strerror}") from None
     tok = load_json_tokenizer(path, raw.decode("utf-8", "replace"))
     vocab = tok.get_vocab(with_added_tokens=True)
     where = name if config is None else f"{name} (tokenizer_config.json)"
