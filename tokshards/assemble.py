@@ -23,12 +23,13 @@ from typing import Optional
 import numpy as np
 
 from .errors import UserError
-from .formats import header_for
+from .formats import header_for, megatron_index, whole_documents
 from .manifest import Manifest, atomic_write, check_settings, check_source
 from .outdir import PARTS, OutputDir, part_paths
 from .parts import load_done
 from .positions import End
-from .shards import Cutter, ShardEntry, make_entry, shard_name
+from .shards import Cutter, ShardEntry, make_entry, shard_files, shard_name
+from .tokspec import Boundary
 
 CHUNK = 16 << 20  # tokens copied at a time: bounded memory whatever the shard size
 
@@ -59,6 +60,7 @@ class ShardSpec:
     with_counts: bool
     backends: frozenset
     end: Optional[End]
+    doc_lengths: Optional[tuple] = None  # megatron: each document's tokens, for its .idx
 
 
 def read_plan(out_dir):
@@ -100,22 +102,49 @@ def load_parts(out_dir, plan):
     return parts
 
 
+def boundary_of(settings):
+    return Boundary(settings["doc_boundary"], tuple(settings["boundary_before"]), tuple(settings["boundary_after"]))
+
+
 def shard_specs(out_dir, settings, parts):
-    """What each shard is made of: the parts' batches fed, in order, to the Cutter a one-machine run uses."""
-    cutter = Cutter(settings["shard_size"])
-    pieces, backends, ends = {}, {}, {}
+    """What each shard is made of: the parts' batches fed, in order, to the Cutter a one-machine run uses.
+    A format of whole documents (megatron) needs where documents begin: each part's tokens are read
+    once more here, to find them (its shards' cuts and each document's length come from that)."""
+    whole = whole_documents(settings["format"])
+    cutter = Cutter(settings["shard_size"], whole_docs=whole)
+    boundary = boundary_of(settings)
+    pieces, backends, ends, starts, filled = {}, {}, {}, {}, {}
     for p in parts:
+        toks = np.memmap(part_paths(out_dir, p.index)[0], dtype=settings["dtype"], mode="r") if whole and p.tokens else None
         for j, b in enumerate(p.batches):
             n = (p.batches[j + 1].token if j + 1 < len(p.batches) else p.tokens) - b.token
-            for piece in cutter.add(b.start, 0, n):
-                pieces.setdefault(piece.shard, []).append(
-                    PartRange(p.index, b.token + piece.lo, b.token + piece.hi, b.token, b.doc))
-                backends.setdefault(piece.shard, set()).add(b.backend)
+            doc_starts = boundary.doc_starts(np.asarray(toks[b.token : b.token + n])) if whole else None
+            for piece in cutter.add(b.start, 0, n, doc_starts):
+                if piece.hi > piece.lo:
+                    pieces.setdefault(piece.shard, []).append(
+                        PartRange(p.index, b.token + piece.lo, b.token + piece.hi, b.token, b.doc))
+                    backends.setdefault(piece.shard, set()).add(b.backend)
+                    if whole:  # the documents that begin in this piece, in shard coordinates
+                        inside = doc_starts[(doc_starts >= piece.lo) & (doc_starts < piece.hi)]
+                        at = filled.get(piece.shard, 0)
+                        starts.setdefault(piece.shard, []).append(inside - piece.lo + at)
+                        filled[piece.shard] = at + piece.hi - piece.lo
                 ends[piece.shard] = piece.end
-    with_counts = all(p.has_counts for p in parts)
-    return [ShardSpec(out_dir, settings["prefix"], settings["format"], settings["dtype"], settings["eot"], k,
-                      sum(r.b - r.a for r in pieces[k]), tuple(pieces[k]), with_counts, frozenset(backends[k]), ends[k])
-            for k in sorted(pieces)]
+        del toks
+    # the source's per-document counts line up with markers only when a marker opens each document
+    with_counts = all(p.has_counts for p in parts) and bool(boundary.before)
+    specs = []
+    for k in sorted(pieces):
+        tokens = sum(r.b - r.a for r in pieces[k])
+        lengths = None
+        if whole:  # a shard begins with a document, whether or not a marker stands at its first token
+            st = np.concatenate(starts[k])
+            if not len(st) or st[0] != 0:
+                st = np.concatenate([[0], st])
+            lengths = tuple(np.diff(np.append(st, tokens)).tolist())
+        specs.append(ShardSpec(out_dir, settings["prefix"], settings["format"], settings["dtype"], settings["eot"], k,
+                               tokens, tuple(pieces[k]), with_counts, frozenset(backends[k]), ends[k], lengths))
+    return specs
 
 
 def write_shard(spec):
@@ -144,10 +173,15 @@ def write_shard(spec):
         return len(head) + spec.tokens * dtype.itemsize, h.hexdigest(), docs, count_sum
 
     name, _ = shard_name(spec.prefix, spec.index, spec.fmt)
-    nbytes, sha, docs, count_sum = atomic_write(os.path.join(spec.out_dir, name), write,
-                                                tag=f".{socket.gethostname()}.{os.getpid()}")
+    tag = f".{socket.gethostname()}.{os.getpid()}"
+    index_file = None
+    if spec.doc_lengths is not None:  # megatron: the .idx is in place before its .bin
+        data = megatron_index(spec.doc_lengths, dtype)
+        atomic_write(os.path.join(spec.out_dir, shard_files(spec.prefix, spec.index, spec.fmt)[0]), data, tag=tag)
+        index_file = (len(data), hashlib.sha256(data).hexdigest())
+    nbytes, sha, docs, count_sum = atomic_write(os.path.join(spec.out_dir, name), write, tag=tag)
     return make_entry(spec.prefix, spec.fmt, spec.index, spec.tokens, docs, nbytes, sha,
-                      count_sum if spec.with_counts else None, spec.backends, spec.end)
+                      count_sum if spec.with_counts else None, spec.backends, spec.end, index_file)
 
 
 def local_map(fn, items, workers):
@@ -220,7 +254,8 @@ def load_assembled(path, out_dir, settings):
             entry = ShardEntry.from_json(e, e.get("index"), settings["prefix"], settings["format"])
         except (ValueError, AttributeError, TypeError):
             continue
-        path_e = os.path.join(out_dir, entry.file)
-        if os.path.exists(path_e) and os.path.getsize(path_e) == entry.bytes:
+        sizes = [(entry.file, entry.bytes)] + ([(entry.index_file, entry.index_bytes)] if entry.index_file else [])
+        if all(os.path.exists(os.path.join(out_dir, f)) and os.path.getsize(os.path.join(out_dir, f)) == n
+               for f, n in sizes):
             done[entry.index] = entry
     return done

@@ -346,9 +346,6 @@ def check_engine(opts, max_tokens):
         if opts["overwrite"]:
             raise UserError("--overwrite with --rank would delete the other ranks' work; "
                             "delete the output directory yourself, then start every rank")
-    if opts["format"] == "megatron" and (opts["rank"] is not None or opts["engine"] != "local"):
-        raise UserError("--format megatron is for single-machine runs for now (its shards end at document starts, "
-                        "which the multi-machine assembly does not cut yet); use --format bin, or one machine")
     if max_tokens is not None and (opts["rank"] is not None or opts["engine"] != "local"):
         raise UserError("--max-tokens is for single-machine runs; drop it, or run without --engine/--rank")
 

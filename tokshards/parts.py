@@ -4,7 +4,7 @@
 rank of a Slurm array): a plain function, idempotent. It writes, in `{out_dir}/parts/`
 (outdir.part_paths):
 
-- `{i:06d}.tokens`  the file's tokens (the run's dtype, no header), `<|endoftext|>` before each document;
+- `{i:06d}.tokens`  the file's tokens (the shards' dtype, no header), framed by the document-boundary ids;
 - `{i:06d}.counts`  the source's token_count per document (int64), when the source has that column;
 - `{i:06d}.json`    counts, sha256, and where each batch of the file starts: what assemble.py
                     needs to cut the same shards, with the same manifest, as a single-machine run.
@@ -119,7 +119,8 @@ def tokenize_file(job, i, nprocs=0, log=None):
                                           log or log_stderr)) as stream:
             for enc in stream:
                 batches.append(PartBatch(n, docs, enc.start, enc.backend))
-                data = memoryview(enc.tokens).cast("B")
+                # in the dtype of the run's shards (a format may choose its own: megatron's int32)
+                data = memoryview(np.ascontiguousarray(enc.tokens, dtype=job.dtype)).cast("B")
                 ftok.write(data)
                 h.update(data)
                 k = enc.docs
@@ -142,7 +143,7 @@ def tokenize_file(job, i, nprocs=0, log=None):
         for t in tmp:
             remove_file(t)
         raise
-    part = Part(i, str(job.source.files[i]), n, n * job.spec.np_dtype.itemsize, docs, h.hexdigest(), with_counts,
+    part = Part(i, str(job.source.files[i]), n, n * np.dtype(job.dtype).itemsize, docs, h.hexdigest(), with_counts,
                 tuple(batches))
     atomic_write(paths[2], (json.dumps(part.to_json()) + "\n").encode(), tag=tag)
     return part

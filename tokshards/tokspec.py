@@ -69,8 +69,13 @@ class Boundary:
         return 0 if self.before else 1
 
     def doc_starts(self, tokens):
-        """Offsets in `tokens` where a document begins (an after-policy's may equal len(tokens))."""
-        return np.flatnonzero(tokens == self.marker) + self.start_offset
+        """Offsets in a batch's `tokens` where a document begins. Before-policies: at each marker. After-
+        policies: at 0 (documents are never cut under them, so a batch begins with a document:
+        TokenizerSpec.may_cut) and right after each marker, len(tokens) included."""
+        at = np.flatnonzero(tokens == self.marker)
+        if self.before:
+            return at
+        return np.concatenate([[0], at + 1]) if len(tokens) else at
 
 
 @dataclass(frozen=True)
