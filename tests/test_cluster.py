@@ -361,8 +361,10 @@ class Isolated:
 
 @needs_ray
 @needs_data
-def test_ray_engine_is_byte_identical_to_local(tmp_path, inputs):
-    args = ["--input", inputs / "pq", "--format", "npy", "--shard-size", "250K"]
+@pytest.mark.parametrize("fmt", ["npy", "megatron"])
+def test_ray_engine_is_byte_identical_to_local(tmp_path, inputs, fmt):
+    """megatron: shards of whole documents, cut where the parts' documents begin, with their .idx files."""
+    args = ["--input", inputs / "pq", "--format", fmt, "--shard-size", "250K"]
     ref = single(tmp_path, "one", *args)
     out = tmp_path / "ray"
     job = Isolated([*args, "--engine", "ray", "--nprocs", 2, "--local-dir", out], tmp_path)
