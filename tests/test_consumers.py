@@ -274,7 +274,9 @@ def test_inspect_shows_first_documents(runs, docs, capsys):
     assert cli.main(["inspect", runs["llmc"], "--docs", "2", "--chars", "60"]) == 0
     out = capsys.readouterr().out
     assert "6 shards (llmc, uint16), 290,000 tokens" in out
-    assert "tokenizer: gpt2 (end-of-text id 50256)" in out
+    assert "tokenizer: gpt2, shard size 50,000" in out
+    assert "document boundary: eot-before: [50256] + text (documents counted by id 50256)" in out
+    assert "ids: [50256, " in out  # each document's first ids, its end-of-text first
     for i in range(2):
         assert f"document {i + 1}: {len(enc.encode_ordinary(docs[i])):,} tokens" in out
         assert docs[i][:60] in out

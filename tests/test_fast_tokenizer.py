@@ -95,7 +95,7 @@ def test_manifest_records_backend_and_bytes_do_not_change(tmp_path):
 
 @needs_data
 def test_a_mismatch_stops_the_run_before_writing(tmp_path, monkeypatch, capsys):
-    real = fastgpt2.FastGPT2.encode_batch_flat
+    real = fastgpt2.FastTokens.encode_batch_flat
 
     def corrupt(self, texts):
         ids, offsets = real(self, texts)
@@ -104,7 +104,7 @@ def test_a_mismatch_stops_the_run_before_writing(tmp_path, monkeypatch, capsys):
             ids[len(ids) // 2] ^= 1
         return ids, offsets
 
-    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch_flat", corrupt)
+    monkeypatch.setattr(fastgpt2.FastTokens, "encode_batch_flat", corrupt)
     code, out = run(tmp_path, "bad0", "--tokenizer-backend", "fast")
     assert code == 1 and "failed the start-up self-check on 'Hello world'" in capsys.readouterr().err
 
@@ -118,7 +118,7 @@ def test_a_mismatch_stops_the_run_before_writing(tmp_path, monkeypatch, capsys):
             bad.append(texts[5])
         return ids, offsets
 
-    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch_flat", corrupt_later)
+    monkeypatch.setattr(fastgpt2.FastTokens, "encode_batch_flat", corrupt_later)
     code, out = run(tmp_path, "bad", "--tokenizer-backend", "fast", "--check-every", "1")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
@@ -132,7 +132,7 @@ DOCS = [f"document {i}: some text, with words{'!' * i}" for i in range(10)]
 
 def corrupting(monkeypatch, bad):
     """Make the fast backend wrong on the documents numbered in `bad` (counted over all its batches)."""
-    real, seen = fastgpt2.FastGPT2.encode_batch_flat, [0]
+    real, seen = fastgpt2.FastTokens.encode_batch_flat, [0]
 
     def corrupt(self, texts):
         ids, offsets = real(self, texts)
@@ -143,7 +143,7 @@ def corrupting(monkeypatch, bad):
         seen[0] += len(texts)
         return ids, offsets
 
-    monkeypatch.setattr(fastgpt2.FastGPT2, "encode_batch_flat", corrupt)
+    monkeypatch.setattr(fastgpt2.FastTokens, "encode_batch_flat", corrupt)
 
 
 @pytest.mark.parametrize("k", [0, 3, 9])

@@ -10,6 +10,7 @@ Encoders are built where they encode (a worker process, or this one with --nproc
 - tiktoken: encode_ordinary's ids (special-token text is plain text);
 - fast GPT-2 (fastgpt2.py): the same ids, ~5-10x faster, checked against tiktoken at start and on
   1 document in `check_every` at run time; batches it refuses go to tiktoken;
+- fast tokenizer.json (fastjson.py): fastokens again, checked the same way against `tokenizers`;
 - tokenizers: a tokenizer.json, with special-token text encoded as plain text, never with its own
   post-processor's specials (add_special_tokens=False): the policy alone adds ids.
 """
@@ -18,7 +19,7 @@ from importlib.util import find_spec
 
 import numpy as np
 
-from . import fastgpt2
+from . import fastgpt2, fastjson
 from .errors import UserError
 from .tokspec import load_json_tokenizer
 
@@ -26,7 +27,7 @@ BACKENDS = ("auto", "fast", "tiktoken")
 
 
 class MismatchError(Exception):
-    """The fast backend disagreed with tiktoken: never written, the run stops."""
+    """The fast backend disagreed with the reference library: never written, the run stops."""
 
 
 def package_version(pkg):
@@ -39,23 +40,36 @@ def package_version(pkg):
 def backend_note(spec, backend):
     """In the parent, without loading anything: a line to print about the backend the workers will
     use, or None; raises UserError when --tokenizer-backend fast cannot be had at all."""
-    has_fast_path = spec.kind == "tiktoken" and spec.name in fastgpt2.ENCODINGS
+    has_fast_path = spec.kind == "tiktoken" and spec.name in fastgpt2.ENCODINGS or spec.kind == "tokenizers"
     if backend == "fast" and not has_fast_path:
         raise UserError(f"--tokenizer-backend fast: no fast path for {spec.name!r} "
-                        f"(there is one for {', '.join(fastgpt2.ENCODINGS)})")
-    if backend == "tiktoken" or not has_fast_path:
+                        f"(there is one for {', '.join(fastgpt2.ENCODINGS)} and for tokenizer.json tokenizers)")
+    if backend == "tiktoken" or not has_fast_path or (backend == "auto" and spec.kind == "tokenizers"
+                                                       and not spec.fast_proven):
         return None
     if find_spec("fastokens") is None:
         if backend == "fast":
             raise UserError("--tokenizer-backend fast: fastokens is not installed; pip install fastokens")
-        return "tokenizer: using tiktoken (fastokens is not installed; pip install fastokens for ~5-10x)"
+        ref = "tiktoken" if spec.kind == "tiktoken" else "tokenizers"
+        return f"tokenizer: using {ref} (fastokens is not installed; pip install fastokens for ~5-40x)"
     return None
 
 
 def make_encoder(spec, backend="auto", check_every=1000, prebuilt=None):
-    """The encoder for spec. prebuilt: tiktoken's Encoding arguments from tokspec.load (no re-parse)."""
+    """The encoder for spec. prebuilt: tiktoken's Encoding arguments or the tokenizer.json's text, from
+    tokspec.load (no re-parse). backend "tiktoken" means the reference library: tiktoken, or `tokenizers`
+    for a tokenizer.json; "auto" takes fastokens where it is proven (fastgpt2, tokspec.PROVEN_FAST)."""
     if spec.kind == "tokenizers":
-        return JsonEncoder(spec, prebuilt)
+        ref = JsonEncoder(spec, prebuilt)
+        if backend == "tiktoken" or (backend == "auto" and not spec.fast_proven):
+            return ref
+        try:
+            fast = fastjson.load(prebuilt if prebuilt is not None else open(spec.name, encoding="utf-8").read(), ref)
+        except fastgpt2.Unavailable as e:
+            if backend == "fast":
+                raise UserError(f"--tokenizer-backend fast: {e}") from None
+            return ref
+        return FastEncoder(spec, fast, ref, check_every)
     enc = TiktokenEncoder(spec, prebuilt)
     if backend == "tiktoken" or spec.name not in fastgpt2.ENCODINGS:
         return enc
@@ -65,7 +79,7 @@ def make_encoder(spec, backend="auto", check_every=1000, prebuilt=None):
         if backend == "fast":
             raise UserError(f"--tokenizer-backend fast: {e}") from None
         return enc
-    return FastGPT2Encoder(spec, fast, enc, check_every)
+    return FastEncoder(spec, fast, enc, check_every)
 
 
 def frame(boundary, ids, offsets, first_continues, dtype):
@@ -140,6 +154,9 @@ class JsonEncoder:
         self.tok = load_json_tokenizer(spec.name, text)
         self.backend = f"tokenizers {package_version('tokenizers')}"
 
+    def encode_one(self, text):
+        return np.asarray(self.tok.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
+
     def encode_batch(self, texts, first_continues=False):
         encs = self.tok.encode_batch(list(texts), add_special_tokens=False)
         return frame_list(self.spec.boundary, [np.asarray(e.ids, dtype=np.uint32) for e in encs], first_continues,
@@ -149,8 +166,9 @@ class JsonEncoder:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
 
-class FastGPT2Encoder:
-    """fastokens for GPT-2, never trusted blindly: 1 document in check_every re-encoded with tiktoken."""
+class FastEncoder:
+    """fastokens, never trusted blindly: 1 document in check_every re-encoded with the reference library
+    (tiktoken for GPT-2, `tokenizers` for a tokenizer.json)."""
 
     def __init__(self, spec, fast, reference, check_every):
         self.spec, self.fast, self.reference, self.check_every = spec, fast, reference, check_every
@@ -159,7 +177,7 @@ class FastGPT2Encoder:
 
     def encode_batch(self, texts, first_continues=False):
         got = self.fast.encode_batch_flat(texts)
-        if got is None:  # the fast path refused this batch (lone surrogates): tiktoken does it
+        if got is None:  # the fast path refused this batch (lone surrogates): the reference does it
             return self.reference.encode_batch(texts, first_continues)
         out, spans = frame(self.spec.boundary, *got, first_continues, self.spec.np_dtype)
         if self.check_every:
@@ -167,7 +185,7 @@ class FastGPT2Encoder:
         return out
 
     def _check(self, texts, first_continues, out, spans):
-        """Re-encode 1 document in check_every with tiktoken and compare its ids, id for id; a difference
+        """Re-encode 1 document in check_every with the reference and compare its ids, id for id; a difference
         stops the run before the batch is written. The documents checked are numbers 0, N, 2N, ... of
         those the fast path encoded in this process, whatever the batches: a batch can be a whole
         parquet row group (~1000 documents), too much to re-encode at once.
@@ -179,8 +197,9 @@ class FastGPT2Encoder:
             a, b = (int(x) for x in spans[i])
             ref = self.reference.encode_one(texts[i])
             if not np.array_equal(out[a:b], ref):
+                ref_name = self.reference.backend.split()[0]
                 raise MismatchError(
-                    f"the fast tokenizer ({self.backend}) disagrees with tiktoken on document {i} of a batch of {n}, "
+                    f"the fast tokenizer ({self.backend}) disagrees with {ref_name} on document {i} of a batch of {n}, "
                     f"starting {texts[i][:60]!r}; rerun with --tokenizer-backend tiktoken"
                 )
 

