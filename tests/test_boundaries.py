@@ -28,18 +28,21 @@ FRAMES = {"bos-eos": ([BOS], [EOS]), "bos-before": ([BOS], []), "eos-after": ([]
 
 @settings(max_examples=300, deadline=None)
 @given(docs=st.lists(st.lists(st.integers(10, 99), max_size=4), max_size=6), first_continues=st.booleans(),
-       before=st.lists(st.integers(1, 9), max_size=2), after=st.lists(st.integers(1, 9), max_size=2))
-def test_frame_puts_the_ids_around_each_document_in_order(docs, first_continues, before, after):
-    """Empty documents included: where one document ends and the next begins, its after-ids come first."""
+       last_continues=st.booleans(), before=st.lists(st.integers(1, 9), max_size=2),
+       after=st.lists(st.integers(1, 9), max_size=2))
+def test_frame_puts_the_ids_around_each_document_in_order(docs, first_continues, last_continues, before, after):
+    """Empty documents included: where one document ends and the next begins, its after-ids come first.
+    A first document continued from the batch before has no ids before it; a last one that the next
+    batch continues has none after it."""
     if not before and not after:
         after = [5]
     b = Boundary("x", tuple(before), tuple(after))
     ids = np.array([t for d in docs for t in d], dtype=np.uint32)
     offsets = np.cumsum([0] + [len(d) for d in docs]).astype(np.intp)
-    out, spans = frame(b, ids, offsets, first_continues, np.dtype("<u4"))
+    out, spans = frame(b, ids, offsets, first_continues, np.dtype("<u4"), last_continues)
     want = []
     for i, d in enumerate(docs):
-        want += ([] if i == 0 and first_continues else before) + d + after
+        want += ([] if i == 0 and first_continues else before) + d + ([] if i == len(docs) - 1 and last_continues else after)
     assert out.tolist() == want
     assert [out[a:e].tolist() for a, e in spans] == docs
 

@@ -37,7 +37,8 @@ from hypothesis.errors import NoSuchExample
 
 from conftest import needs_data, real_texts, run_cli
 from tokshards.textfile import safe_cut, allowed_cuts
-from tokshards.tokspec import CUT_RULES, GPT2_CUT_RULE, load
+from tokshards.tokspec import (BYTELEVEL_PATTERN, CUT_RULES, GPT2_CUT_RULE, JSON_CUT_PATTERNS, LLAMA3_PATTERN,
+                               json_pattern, load)
 
 GPT2 = tiktoken.get_encoding("gpt2")  # its vocabulary is in ../shared/tiktoken-cache (conftest)
 MAX_DOC_BYTES = 32 << 20  # textfile.iter_pieces / plan_ranges default
@@ -468,3 +469,99 @@ def test_giant_document_is_cut_exactly_with_gpt2(tmp_path, giant, backend):
     want = np.array([GPT2.eot_token] + GPT2.encode_ordinary(big.strip("\n")), dtype=np.uint16)
     assert len(got) == len(want)
     assert np.array_equal(got, want)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. tokenizer.json tokenizers: the same rule for the regexes in JSON_CUT_PATTERNS (tokspec.json_pattern
+#    reads it off the pre-tokenizer), proven in `regex` and in `tokenizers` itself with Llama 3.2's real
+#    tokenizer; a document cut in pieces still gets its boundary ids once
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pattern", sorted(JSON_CUT_PATTERNS))
+def test_tokenizer_json_patterns_keep_their_pretokens_at_every_cut(pattern):
+    stats = check_pretokens_survive_cuts(pattern, max_examples=400)
+    assert stats["cuts"] > stats["texts"] and stats["newline_cuts"] > stats["texts"] // 4, stats
+
+
+def test_the_bytelevel_pattern_is_what_tokenizers_bytelevel_splits_with():
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    bl = ByteLevel(add_prefix_space=False, use_regex=True)
+    sample = FIXED + [_draw(random.Random(s)) for s in range(300)]
+    for text in sample:
+        spans = [text[a:b] for _, (a, b) in bl.pre_tokenize_str(text)]
+        assert spans == pretokens(BYTELEVEL_PATTERN, text), text
+
+
+def test_json_pattern_reads_the_pre_tokenizer(llama_dir, metaspace_json):
+    raw = (llama_dir / "tokenizer.json").read_bytes()
+    assert json_pattern(raw) == LLAMA3_PATTERN and load(str(llama_dir))[0].cut_rule == GPT2_CUT_RULE
+    assert json_pattern(metaspace_json.read_bytes()) is None and load(str(metaspace_json))[0].cut_rule is None
+    d = json.loads(raw)
+    assert json_pattern(json.dumps(dict(d, normalizer={"type": "NFC"}))) is None  # text changed before splitting
+    assert json_pattern(json.dumps(dict(d, pre_tokenizer={"type": "ByteLevel", "add_prefix_space": False,
+                                                          "use_regex": True}))) == BYTELEVEL_PATTERN
+    assert json_pattern(json.dumps(dict(d, pre_tokenizer={"type": "ByteLevel", "add_prefix_space": True}))) is None
+    o200k = json.loads(raw)
+    o200k["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = pattern_of("o200k_base")
+    assert json_pattern(json.dumps(o200k)) not in JSON_CUT_PATTERNS  # a pattern with no proof: never cut
+
+
+_LLAMA = {}
+
+
+def llama_ids(llama_dir, text):
+    if "tok" not in _LLAMA:
+        from tokshards.tokspec import load_json_tokenizer
+
+        _LLAMA["tok"] = load_json_tokenizer(str(llama_dir / "tokenizer.json"))
+    return _LLAMA["tok"].encode(text, add_special_tokens=False).ids
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=texts)
+def test_llama_tokens_survive_every_allowed_cut_in_tokenizers(llama_dir, text):
+    whole = llama_ids(llama_dir, text)
+    for k, a, b in cut_texts(text):
+        assert llama_ids(llama_dir, a) + llama_ids(llama_dir, b) == whole, (k, text)
+
+
+@needs_data
+def test_real_documents_cut_everywhere_at_once_with_llama(docs, llama_dir):
+    from tokshards.tokspec import load_json_tokenizer
+
+    tok = load_json_tokenizer(str(llama_dir / "tokenizer.json"))
+    sample = docs[::3]
+    whole = tok.encode_batch(sample, add_special_tokens=False)
+    for d, w in zip(sample, whole):
+        frags = tok.encode_batch(fragments(d), add_special_tokens=False)
+        assert [i for f in frags for i in f.ids] == w.ids, d[:80]
+
+
+@needs_data
+@pytest.mark.parametrize("policy,fmt", [("bos-eos", "bin"), ("eos-after", "megatron")])
+def test_a_giant_document_is_cut_exactly_with_llama(tmp_path, docs, llama_dir, policy, fmt):
+    """Small read chunks and document limit (test_resume's driver): a 2 MB document and its neighbours
+    are cut in dozens of pieces in separate tasks; the ids are `tokenizers`' of the whole documents,
+    with the policy's ids once around each (megatron: each one sequence)."""
+    from test_resume import run_ok
+
+    big = "\n".join(docs[:400])
+    texts = [docs[500], big, docs[501]]
+    path = tmp_path / "giant.txt"
+    path.write_text("\n\n".join(texts) + "\n")
+    out = tmp_path / "out"
+    run_ok(["--input", path, "--tokenizer", llama_dir, "--doc-boundary", policy, "--format", fmt, "--nprocs", 2,
+            "--shard-size", "100K", "--local-dir", out], tmp_path / "logs", fragment="65536,200000")
+    m = json.loads((out / "manifest.json").read_text())
+    got = np.concatenate([np.fromfile(out / s["file"], dtype=m["settings"]["dtype"]) for s in m["shards"]])
+    before, after = {"bos-eos": ([128000], [128001]), "eos-after": ([], [128001])}[policy]
+    want = [before + llama_ids(llama_dir, t) + after for t in texts]
+    assert got.tolist() == [i for d in want for i in d]
+    assert sum(s["docs"] for s in m["shards"]) == 3
+    if fmt == "megatron":  # whole documents: the giant one is one sequence, in one shard
+        lengths = []
+        for s in m["shards"]:
+            idx = (out / (s["file"][:-4] + ".idx")).read_bytes()
+            lengths += np.frombuffer(idx, "<i4", int.from_bytes(idx[18:26], "little"), 34).tolist()
+        assert lengths == [len(d) for d in want]

@@ -118,7 +118,7 @@ def shard_specs(out_dir, settings, parts):
         toks = np.memmap(part_paths(out_dir, p.index)[0], dtype=settings["dtype"], mode="r") if whole and p.tokens else None
         for j, b in enumerate(p.batches):
             n = (p.batches[j + 1].token if j + 1 < len(p.batches) else p.tokens) - b.token
-            doc_starts = boundary.doc_starts(np.asarray(toks[b.token : b.token + n])) if whole else None
+            doc_starts = boundary.doc_starts(np.asarray(toks[b.token : b.token + n]), b.start.cont) if whole else None
             for piece in cutter.add(b.start, 0, n, doc_starts):
                 if piece.hi > piece.lo:
                     pieces.setdefault(piece.shard, []).append(

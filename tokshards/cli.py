@@ -266,7 +266,7 @@ def make_job(opts, log):
         prefix, local_dir = stem, f"{stem}_shards"
         out_dir = opts["local_dir"] or local_dir
         files = expand_inputs(opts["input"], exclude=out_dir)
-        source = LocalSource(files, opts["text_column"], sep, spec.cut_rule if spec.may_cut else None, log)
+        source = LocalSource(files, opts["text_column"], sep, spec.cut_rule, log)
     else:
         config_name, prefix, local_dir = naming(opts["dataset"], opts["remote"])
         out_dir = opts["local_dir"] or local_dir

@@ -3,8 +3,8 @@
 One job: turn a batch of documents into one flat numpy array of token ids, each document framed by
 the ids of the spec's document-boundary policy (tokspec.Boundary; by default GPT-2's end-of-text
 *before* every document, the build-nanogpt / llm.c convention that modded-nanogpt's BOS-aligned loader
-relies on), and nothing before a first text that continues a document (only a policy with nothing
-after a document lets a document be cut: tokspec.TokenizerSpec.may_cut).
+relies on); nothing before a first text that continues a document begun in an earlier batch, and
+nothing after a last text that the next batch continues (a giant plain-text document cut in pieces).
 
 Encoders are built where they encode (a worker process, or this one with --nprocs 0):
 - tiktoken: encode_ordinary's ids (special-token text is plain text);
@@ -82,9 +82,10 @@ def make_encoder(spec, backend="auto", check_every=1000, prebuilt=None):
     return FastEncoder(spec, fast, enc, check_every)
 
 
-def frame(boundary, ids, offsets, first_continues, dtype):
+def frame(boundary, ids, offsets, first_continues, dtype, last_continues=False):
     """(out, spans): the documents' ids (flat `ids`, document i = ids[offsets[i]:offsets[i+1]]) with the
-    boundary ids around each (nothing before a continued first document), as one array of `dtype`;
+    boundary ids around each (nothing before a first document that continues one begun in an earlier
+    batch, nothing after a last one that a later batch continues), as one array of `dtype`;
     spans[i] = (begin, end) of document i's own ids in out."""
     n = len(offsets) - 1
     before, after = boundary.before, boundary.after
@@ -100,10 +101,11 @@ def frame(boundary, ids, offsets, first_continues, dtype):
         where.append(offsets[first:-1])
         what.append(np.full(n - first, t, dtype=np.uint32))
         key.append(docs[first:] * 64 + k)
+    last = n - 1 if last_continues and n else n  # the last document goes on in the next batch: no ids after it
     for k, t in enumerate(after):
-        where.append(offsets[1:])
-        what.append(np.full(n, t, dtype=np.uint32))
-        key.append(docs * 64 + 32 + k)
+        where.append(offsets[1 : last + 1])
+        what.append(np.full(last, t, dtype=np.uint32))
+        key.append(docs[:last] * 64 + 32 + k)
     shift = np.arange(n, dtype=np.intp) * (len(before) + len(after)) + len(before) - skip
     spans = np.stack([offsets[:-1] + shift, offsets[1:] + shift], axis=1) if n else np.empty((0, 2), dtype=np.intp)
     if not where:
@@ -115,12 +117,12 @@ def frame(boundary, ids, offsets, first_continues, dtype):
     return np.insert(ids, where[order], what[order]).astype(dtype, copy=False), spans
 
 
-def frame_list(boundary, arrays, first_continues, dtype):
+def frame_list(boundary, arrays, first_continues, dtype, last_continues=False):
     """frame() for one id array per document."""
     lengths = np.fromiter((len(a) for a in arrays), dtype=np.intp, count=len(arrays))
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.intp)
     ids = np.concatenate(arrays).astype(np.uint32, copy=False) if arrays else np.empty(0, dtype=np.uint32)
-    return frame(boundary, ids, offsets, first_continues, dtype)[0]
+    return frame(boundary, ids, offsets, first_continues, dtype, last_continues)[0]
 
 
 class TiktokenEncoder:
@@ -140,8 +142,9 @@ class TiktokenEncoder:
             # A lone surrogate: encode_ordinary repairs it where encode_to_numpy raises.
             return np.asarray(self.enc.encode_ordinary(text), dtype=np.uint32)
 
-    def encode_batch(self, texts, first_continues=False):
-        return frame_list(self.spec.boundary, [self.encode_one(t) for t in texts], first_continues, self.spec.np_dtype)
+    def encode_batch(self, texts, first_continues=False, last_continues=False):
+        return frame_list(self.spec.boundary, [self.encode_one(t) for t in texts], first_continues, self.spec.np_dtype,
+                          last_continues)
 
     def decode(self, ids):
         return self.enc.decode([int(i) for i in ids])
@@ -157,10 +160,10 @@ class JsonEncoder:
     def encode_one(self, text):
         return np.asarray(self.tok.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
 
-    def encode_batch(self, texts, first_continues=False):
+    def encode_batch(self, texts, first_continues=False, last_continues=False):
         encs = self.tok.encode_batch(list(texts), add_special_tokens=False)
         return frame_list(self.spec.boundary, [np.asarray(e.ids, dtype=np.uint32) for e in encs], first_continues,
-                          self.spec.np_dtype)
+                          self.spec.np_dtype, last_continues)
 
     def decode(self, ids):
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
@@ -175,11 +178,11 @@ class FastEncoder:
         self.checked_from = 0  # documents the fast path encoded in this process so far
         self.backend = f"fastokens {package_version('fastokens')}"
 
-    def encode_batch(self, texts, first_continues=False):
+    def encode_batch(self, texts, first_continues=False, last_continues=False):
         got = self.fast.encode_batch_flat(texts)
         if got is None:  # the fast path refused this batch (lone surrogates): the reference does it
-            return self.reference.encode_batch(texts, first_continues)
-        out, spans = frame(self.spec.boundary, *got, first_continues, self.spec.np_dtype)
+            return self.reference.encode_batch(texts, first_continues, last_continues)
+        out, spans = frame(self.spec.boundary, *got, first_continues, self.spec.np_dtype, last_continues)
         if self.check_every:
             self._check(texts, first_continues, out, spans)
         return out

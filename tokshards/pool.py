@@ -83,7 +83,7 @@ def encode(encoder, batch, got):
     texts, counts = got
     if not isinstance(texts, list):  # an Arrow string column (parquet): made into str here, not by the reader
         texts = [t if t is not None else "" for t in texts.to_pylist()]  # null text: empty document
-    tokens = encoder.encode_batch(texts, batch.first_continues)
+    tokens = encoder.encode_batch(texts, batch.first_continues, batch.last_continues)
     return tokens, counts, int(np.count_nonzero(tokens == encoder.spec.eot))
 
 

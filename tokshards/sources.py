@@ -42,6 +42,7 @@ class Batch:
     texts: object  # a list of str, or an Arrow string column; None when `task` says where a worker reads them
     start: Position  # of the first document (or fragment) of the batch
     first_continues: bool = False  # texts[0] continues a document begun in an earlier batch
+    last_continues: bool = False  # the next batch continues texts[-1] (no ids after it: encoders.frame)
     token_counts: Optional[list] = None  # the source's own token_count column, when it has one
     task: object = None  # e.g. a ParquetTask: the worker reads, so text never crosses the process pipe
 
@@ -392,7 +393,7 @@ class LocalSource:
             for start, end, c, in_doc in plan_ranges(path, offset, cont, self.doc_separator, cut=self.cut,
                                                       on_giant=self._giant):
                 task = TextTask(path, start, end, c, in_doc, self.doc_separator)
-                yield Batch(None, Position(i, start, c), first_continues=c, task=task)
+                yield Batch(None, Position(i, start, c), first_continues=c, last_continues=in_doc, task=task)
         except GiantDocument as e:
             raise UserError(
                 f"{e}: with this tokenizer a document is never cut (no cut rule is proven exact for it), so "

@@ -13,9 +13,11 @@ in the file as it is on disk.
 A document larger than `max_doc_bytes` (one giant document with no separator at all) is cut into
 fragments only where the tokenizer's cut rule allows (tokspec.CUT_RULES): right after a "\\n" or
 right before a " " that has a printable ASCII character on both sides. The GPT-2 family of
-pre-tokenizer regexes (gpt2, r50k_base, cl100k_base) ends a pre-token there and starts the next one
+pre-tokenizer regexes (gpt2, r50k_base, cl100k_base; and a tokenizer.json that splits with Llama 3's
+or GPT-2's ByteLevel regex: tokspec.JSON_CUT_PATTERNS) ends a pre-token there and starts the next one
 at the same place whether or not the text continues, and BPE never merges across pre-tokens
-(tests/test_cut_rules.py proves it per pattern). For any other tokenizer a document larger than
+(tests/test_cut_rules.py proves it per pattern). The pieces of one document get its boundary ids
+once (before the first, after the last: encoders.frame). For any other tokenizer a document larger than
 `max_doc_bytes` stops the run with one line (GiantDocument) instead of being cut.
 """
 import os

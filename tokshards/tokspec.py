@@ -48,11 +48,18 @@ PROVEN_FAST = {
 # when printable ASCII stands on both sides, whether or not the text goes on (textfile.py's cut
 # points), so that cutting a giant document there cannot change a token: proven per pattern by
 # tests/test_cut_rules.py. o200k_base is NOT one (its punctuation pre-token runs on over "\n" and
-# "/": ";\n//" is one pre-token), nor is any tokenizer.json (a SentencePiece-style Metaspace
-# pre-tokenizer adds a prefix to every piece): those documents are never cut.
+# "/": ";\n//" is one pre-token), nor is a tokenizer.json with a normalizer or a SentencePiece-style
+# Metaspace pre-tokenizer (it adds a prefix to every piece): those documents are never cut.
 GPT2_CUT_RULE = "gpt2-regex"
 CUT_RULES = {"gpt2": GPT2_CUT_RULE, "r50k_base": GPT2_CUT_RULE, "p50k_base": GPT2_CUT_RULE, "p50k_edit": GPT2_CUT_RULE,
              "cl100k_base": GPT2_CUT_RULE}  # p50k_*: r50k's very pattern
+# The same rule for a tokenizer.json whose text goes, unnormalized, through exactly one of these regexes
+# and then byte-level BPE (tokspec.json_pattern): proven per pattern by tests/test_cut_rules.py, in the
+# `regex` package and in `tokenizers` itself.
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+BYTELEVEL_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"  # tokenizers' ByteLevel
+JSON_CUT_PATTERNS = {LLAMA3_PATTERN: "Llama 3's Split regex", BYTELEVEL_PATTERN: "ByteLevel(use_regex=True), GPT-2's"}
 
 
 @dataclass(frozen=True)
@@ -75,14 +82,14 @@ class Boundary:
         """Where a document begins relative to its marker: 0 (before) or 1 (after)."""
         return 0 if self.before else 1
 
-    def doc_starts(self, tokens):
+    def doc_starts(self, tokens, first_continues=False):
         """Offsets in a batch's `tokens` where a document begins. Before-policies: at each marker. After-
-        policies: at 0 (documents are never cut under them, so a batch begins with a document:
-        TokenizerSpec.may_cut) and right after each marker, len(tokens) included."""
+        policies: at 0 unless the batch continues a document, and right after each marker (len(tokens)
+        included)."""
         at = np.flatnonzero(tokens == self.marker)
         if self.before:
             return at
-        return np.concatenate([[0], at + 1]) if len(tokens) else at
+        return np.concatenate([[0], at + 1]) if len(tokens) and not first_continues else at + 1
 
 
 @dataclass(frozen=True)
@@ -115,11 +122,6 @@ class TokenizerSpec:
             ([ids(self.boundary.after) + " after"] if self.boundary.after else [])
         return f"document boundary {self.boundary.policy}: {', '.join(parts)} every document"
 
-    @property
-    def may_cut(self):
-        """A giant plain-text document may be cut: the tokenizer has a proven cut rule, and no id comes
-        after a document (a cut piece cannot know whether the document ends in it)."""
-        return self.cut_rule is not None and not self.boundary.after
 
 
 def is_tokenizer_file(name):
@@ -323,9 +325,37 @@ def _load_json(name, path, eot_token, policy, config, revision):
         boundary, used = Boundary(policy, before, after), [have[w] for w in need]
     n_vocab = max(tok.get_vocab_size(with_added_tokens=True), max(vocab.values()) + 1)
     specials = tuple(dict.fromkeys((t, int(vocab[t])) for t in used + [x for x in (bos, eos) if x]))
+    cut_rule = GPT2_CUT_RULE if json_pattern(raw) in JSON_CUT_PATTERNS else None
     spec = TokenizerSpec(name, "tokenizers", boundary, n_vocab, _dtype(n_vocab), hashlib.sha256(raw).hexdigest(),
-                         None, specials, revision, fast_key(raw) in PROVEN_FAST)
+                         cut_rule, specials, revision, fast_key(raw) in PROVEN_FAST)
     return spec, raw.decode("utf-8")
+
+
+def json_pattern(raw):
+    """The one regex that cuts a tokenizer.json's text into pre-tokens, when that is all that happens
+    before byte-level BPE (no normalizer, no non-special added tokens, no prefix space): a ByteLevel
+    pre-tokenizer with its own regex, or Split(regex, Isolated) then ByteLevel without one. Else None
+    (Metaspace, a normalizer, anything else: no cut rule)."""
+    try:
+        d = json.loads(raw)
+    except ValueError:
+        return None
+    if d.get("normalizer") is not None or any(not t.get("special") for t in d.get("added_tokens") or []):
+        return None
+
+    def byte_level(p, own_regex):
+        return isinstance(p, dict) and p.get("type") == "ByteLevel" and not p.get("add_prefix_space") \
+            and bool(p.get("use_regex", True)) == own_regex
+
+    pre = d.get("pre_tokenizer") or {}
+    if byte_level(pre, True):
+        return BYTELEVEL_PATTERN
+    seq = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
+    if seq and len(seq) == 2 and byte_level(seq[1], False):
+        split = seq[0]
+        if split.get("type") == "Split" and split.get("behavior") == "Isolated" and not split.get("invert"):
+            return (split.get("pattern") or {}).get("Regex")
+    return None
 
 
 def fast_key(raw):

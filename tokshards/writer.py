@@ -80,7 +80,7 @@ class ShardWriter:
         # the source's per-document token counts line up with markers only when a marker opens each document
         counts = enc.counts if self.boundary.before else None
         d = int(np.count_nonzero(tokens[:lo] == self.eot)) if counts is not None and lo else 0
-        starts = self.boundary.doc_starts(tokens) if self.whole_docs else None
+        starts = self.boundary.doc_starts(tokens, enc.first_continues) if self.whole_docs else None
         for piece in self.cutter.add(enc.start, lo, hi, starts):
             if piece.hi > piece.lo:  # (a whole-documents shard may end right where a batch begins)
                 self._add_piece(enc, piece, counts, d, starts)
