@@ -245,7 +245,7 @@ class LocalSource:
         self.files = files
         self.text_column = text_column
         self.doc_separator = doc_separator
-        self.cut = cut_rule is not None
+        self.cut = cut_rule
         self.log = log or (lambda msg: None)
         self.warned_giant = False
         self._described = None

@@ -23,6 +23,8 @@ once (before the first, after the last: encoders.frame). For any other tokenizer
 import os
 import re
 
+from .tokspec import GPT2_CUT_RULE, LETTER_CUT_RULE
+
 
 class GiantDocument(ValueError):
     """A document larger than the limit, for a tokenizer that may not cut it."""
@@ -66,36 +68,48 @@ def printable(c):
     return 0x21 <= c <= 0x7E
 
 
-def allowed_cuts(buf):
-    """Every index where the GPT-2 cut rule allows cutting `buf` (bytes): right after a "\n" and right
-    before a " " that have printable ASCII on both sides. safe_cut finds the last one quickly."""
+def ascii_letter(c):
+    return 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A
+
+
+# What must stand on both sides of the "\n" or " " of a cut point, per cut rule (tokspec.CUT_RULES).
+NEIGHBOURS = {GPT2_CUT_RULE: printable, LETTER_CUT_RULE: ascii_letter}
+
+
+def allowed_cuts(buf, rule=GPT2_CUT_RULE):
+    """Every index where the cut rule allows cutting `buf` (bytes): right after a "\n" and right before
+    a " " that have, on both sides, printable ASCII (gpt2-regex) or an ASCII letter (letters).
+    safe_cut finds the last one quickly."""
+    ok = NEIGHBOURS[rule]
     for j in range(1, len(buf) - 1):
-        if buf[j] in (10, 32) and printable(buf[j - 1]) and printable(buf[j + 1]):
+        if buf[j] in (10, 32) and ok(buf[j - 1]) and ok(buf[j + 1]):
             yield j + 1 if buf[j] == 10 else j
 
 
-def safe_cut(buf, window, end):
+def safe_cut(buf, window, end, rule=GPT2_CUT_RULE):
     """Index in buf[:end] where a giant document may be cut (the last such point), or -1."""
+    ok = NEIGHBOURS[rule]
     buf = buf[: max(0, end)]
     lo = max(0, len(buf) - window)
     # Prefer the last newline cut (after it); fall back to the last space cut (before it).
     for needle, after in ((b"\n", 1), (b" ", 0)):
         j = buf.rfind(needle, lo)
         while j > lo:
-            if printable(buf[j - 1]) and j + 1 < len(buf) and printable(buf[j + 1]):
+            if ok(buf[j - 1]) and j + 1 < len(buf) and ok(buf[j + 1]):
                 return j + after
             j = buf.rfind(needle, lo, j)
     return -1
 
 
-def _raw_pieces(path, start, cont, sep, chunk_bytes, max_doc_bytes, end=None, end_in_doc=False, cut=True,
+def _raw_pieces(path, start, cont, sep, chunk_bytes, max_doc_bytes, end=None, end_in_doc=False, cut=GPT2_CUT_RULE,
                 on_giant=None):
     """Yield (offset, raw bytes, continues, last, next_offset) for each document or fragment.
 
     last: the piece ends its document (at a separator or the end), so trailing "\n" go.
     next_offset: where reading resumes after it (past the separator, or at the cut point).
     `end` stops at that byte as if the file ended there; `end_in_doc` says a document goes on.
-    cut=False: a document over max_doc_bytes raises GiantDocument instead of being cut.
+    cut: the tokenizer's cut rule (tokspec.CUT_RULES); None: a document over max_doc_bytes raises
+    GiantDocument instead of being cut.
     on_giant(path, offset, limit): called when a document is first cut into fragments.
     """
     separator = Separator(sep)
@@ -125,7 +139,7 @@ def _raw_pieces(path, start, cont, sep, chunk_bytes, max_doc_bytes, end=None, en
                 if not cut:
                     raise GiantDocument(path, buf_off, max_doc_bytes)
                 # not within the last bytes where a separator may have begun
-                k = safe_cut(buf, window, len(buf) - separator.margin)
+                k = safe_cut(buf, window, len(buf) - separator.margin, cut)
                 if k <= 0:
                     break  # no safe cut point yet: keep reading (memory grows with this run)
                 if not cont and on_giant is not None:
@@ -137,7 +151,7 @@ def _raw_pieces(path, start, cont, sep, chunk_bytes, max_doc_bytes, end=None, en
 
 
 def iter_pieces(path, start=0, cont=False, sep="\n\n", chunk_bytes=8 << 20, max_doc_bytes=32 << 20,
-                end=None, end_in_doc=False, cut=True):
+                end=None, end_in_doc=False, cut=GPT2_CUT_RULE):
     """Yield (offset, text, continues) from byte `start` of `path` (up to `end`).
 
     offset: byte where this piece's raw bytes begin; reading again from (offset, continues)
@@ -152,7 +166,7 @@ def iter_pieces(path, start=0, cont=False, sep="\n\n", chunk_bytes=8 << 20, max_
 
 
 def plan_ranges(path, start=0, cont=False, sep="\n\n", task_bytes=2 << 20, chunk_bytes=8 << 20,
-                max_doc_bytes=32 << 20, cut=True, on_giant=None):
+                max_doc_bytes=32 << 20, cut=GPT2_CUT_RULE, on_giant=None):
     """Cut a text file into byte ranges for workers to read and tokenize themselves.
 
     Yields (start, end, continues, end_in_doc). A range ends right after a separator (whole

@@ -48,11 +48,17 @@ PROVEN_FAST = {
 # when printable ASCII stands on both sides, whether or not the text goes on (textfile.py's cut
 # points), so that cutting a giant document there cannot change a token: proven per pattern by
 # tests/test_cut_rules.py. o200k_base is NOT one (its punctuation pre-token runs on over "\n" and
-# "/": ";\n//" is one pre-token), nor is a tokenizer.json with a normalizer or a SentencePiece-style
-# Metaspace pre-tokenizer (it adds a prefix to every piece): those documents are never cut.
+# "/": ";\n//" is one pre-token: it has the letter rule below), nor is a tokenizer.json with a
+# normalizer or a SentencePiece-style Metaspace pre-tokenizer (it adds a prefix to every piece): those
+# documents are never cut.
 GPT2_CUT_RULE = "gpt2-regex"
+# o200k's patterns end a pre-token at a narrower set of points: right after a "\n" and right before a
+# " " that have an ASCII letter on both sides (its letter pre-tokens end at a non-letter, and its
+# punctuation ones never start there): textfile.allowed_cuts, proven by tests/test_cut_rules.py.
+LETTER_CUT_RULE = "letters"
 CUT_RULES = {"gpt2": GPT2_CUT_RULE, "r50k_base": GPT2_CUT_RULE, "p50k_base": GPT2_CUT_RULE, "p50k_edit": GPT2_CUT_RULE,
-             "cl100k_base": GPT2_CUT_RULE}  # p50k_*: r50k's very pattern
+             "cl100k_base": GPT2_CUT_RULE,  # p50k_*: r50k's very pattern
+             "o200k_base": LETTER_CUT_RULE, "o200k_harmony": LETTER_CUT_RULE}  # the same pattern
 # The same rule for a tokenizer.json whose text goes, unnormalized, through exactly one of these regexes
 # and then byte-level BPE (tokspec.json_pattern): proven per pattern by tests/test_cut_rules.py, in the
 # `regex` package and in `tokenizers` itself.
