@@ -255,10 +255,13 @@ def test_a_hub_tokenizer_is_pinned_and_recorded_by_content(tmp_path, llama_dir, 
     assert st_["tokenizer_sha256"] == hashlib.sha256((llama_dir / "tokenizer.json").read_bytes()).hexdigest()
     assert len(st_["tokenizer_revision"]) == 40 and st_["tokenizer_revision"] in model_hub.output.read_text()
     assert "HF_TOKEN" not in json.dumps(m)
-    # inspect reads the tokenizer at the recorded commit, from the cache: no need for the network
+    # inspect and a rerun read the tokenizer at the recorded commit, from the cache: no network needed
     model_hub.stop()
     shown = ok(run_cli("inspect", out, "--docs", 1, env=env)).stdout
     assert "document boundary: bos-eos:" in shown and "ids: [128000, " in shown
+    r = ok(run_cli("--input", path, "--tokenizer", "meta-llama/Llama-3.2-1B", "--local-dir", out, "--shard-size", "20K",
+                   env=env))
+    assert "is already complete" in r.stderr
 
 
 def test_hub_tokenizer_errors_are_one_line(tmp_path, llama_dir):

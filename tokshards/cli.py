@@ -23,7 +23,7 @@ from .errors import Interrupted, UserError
 from .formats import FORMATS
 from .job import usable_cpus
 from .manifest import PREFIX_CHARS, valid_prefix
-from .outdir import URL, check_path, os_error_line, recorded_source
+from .outdir import URL, check_path, os_error_line, recorded_settings, recorded_source
 
 DEFAULTS = {
     "dataset": "HuggingFaceFW/fineweb-edu", "remote": "sample-10BT", "input": None, "text_column": "text",
@@ -249,6 +249,17 @@ def pinned_revision(out_dir, opts):
     return None
 
 
+def pinned_tokenizer_revision(out_dir, opts):
+    """A resumed run with a Hub tokenizer reads it at the commit the run began with (from the local
+    cache, so a resume needs no network for it); the content hash is compared all the same."""
+    if opts["overwrite"]:
+        return None
+    st = recorded_settings(out_dir)
+    if st and st.get("tokenizer") == opts["tokenizer"] and isinstance(st.get("tokenizer_revision"), str):
+        return st["tokenizer_revision"]
+    return None
+
+
 def make_job(opts, log):
     # imported here, not at the top: reading the data needs numpy, pyarrow, datasets (slow to import)
     from .hub import HubSource, naming
@@ -257,19 +268,21 @@ def make_job(opts, log):
     from .tokspec import load
 
     sep, shard_size, max_tokens = check_opts(opts)
-    spec, prebuilt = load(opts["tokenizer"], opts["eot_token"], opts["doc_boundary"], opts["tokenizer_revision"])
     config_name = None
     if opts["input"]:
         first = os.path.basename(os.path.normpath(opts["input"][0]))
         stem = re.sub(r"(\.(parquet|jsonl|json|txt|text|md|gz|zst))+$", "", first, flags=re.I)
         stem = re.sub(r"[^0-9A-Za-z]+", "_", stem).strip("_") or "input"
         prefix, local_dir = stem, f"{stem}_shards"
-        out_dir = opts["local_dir"] or local_dir
+    else:
+        config_name, prefix, local_dir = naming(opts["dataset"], opts["remote"])
+    out_dir = opts["local_dir"] or local_dir
+    spec, prebuilt = load(opts["tokenizer"], opts["eot_token"], opts["doc_boundary"],
+                          opts["tokenizer_revision"] or pinned_tokenizer_revision(out_dir, opts))
+    if opts["input"]:
         files = expand_inputs(opts["input"], exclude=out_dir)
         source = LocalSource(files, opts["text_column"], sep, spec.cut_rule, log)
     else:
-        config_name, prefix, local_dir = naming(opts["dataset"], opts["remote"])
-        out_dir = opts["local_dir"] or local_dir
         check_path(out_dir)
         if opts["quiet"]:  # the client libraries' own retry lines too
             from datasets.utils import logging as datasets_logging

@@ -48,12 +48,22 @@ PARTS_FIXED = ("job.json", "assembled.json")
 def recorded_source(path):
     """The source the manifest (or, for ranks at work, parts/job.json) in `path` recorded, or None; a
     read without the lock, for choosing the Hub revision before the run begins (the run checks again)."""
+    return _recorded(path, "source")
+
+
+def recorded_settings(path):
+    """The settings recorded there, likewise (for the Hub tokenizer's revision), or None."""
+    st = _recorded(path, "settings")
+    return st if isinstance(st, dict) else None
+
+
+def _recorded(path, key):
     try:
         m = Manifest.load(path)
         if m is not None:
-            return m.source
+            return getattr(m, key)
         with open(os.path.join(path, PARTS, "job.json")) as f:
-            return json.load(f).get("source")
+            return json.load(f).get(key)
     except (UserError, OSError, ValueError, AttributeError):
         return None
 
