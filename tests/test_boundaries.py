@@ -172,14 +172,21 @@ def test_nprocs_resume_and_a_changed_policy(tmp_path, llama_dir, docs_file):
         assert [s["sha256"] for s in ma["shards"]] == [s["sha256"] for s in mb["shards"]]
 
 
+def jsonl_files(where, texts, n):
+    """texts written as n JSON-lines files in turn (a run over several files: ranks, parts)."""
+    size = -(-len(texts) // n)
+    files = []
+    for k in range(n):
+        f = where / f"in{k}.jsonl"
+        f.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[k * size : (k + 1) * size]))
+        files.append(f)
+    return files
+
+
 @needs_data
 def test_ranks_and_assemble_give_the_one_machine_bytes_with_a_policy(tmp_path, llama_dir):
     texts = real_texts()[:120]
-    files = []
-    for k in range(3):
-        f = tmp_path / f"in{k}.jsonl"
-        f.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[k * 40 : (k + 1) * 40]))
-        files.append(f)
+    files = jsonl_files(tmp_path, texts, 3)
     tok = llama_dir / "tokenizer.json"
     common = ["--input", *files, "--tokenizer", tok, "--shard-size", "15K", "--doc-boundary", "eos-after", "--prefix", "p"]
     ok(run_cli(*common, "--local-dir", tmp_path / "one", "--nprocs", 1))

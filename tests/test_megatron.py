@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import needs_data, real_texts, run_cli
-from test_boundaries import gpt2_reference, llama_reference, ok, one_line_error
+from test_boundaries import gpt2_reference, jsonl_files, llama_reference, ok, one_line_error
 from test_resume import run_killed_at, run_ok
 
 try:
@@ -132,11 +132,7 @@ def test_ranks_and_assemble_cut_the_same_whole_document_shards(tmp_path, llama_d
     """Each rank tokenizes its files into parts; assemble finds where documents begin and cuts the
     one-machine shards, .idx files and manifest entries, byte for byte."""
     texts = real_texts()[:150]
-    files = []
-    for k in range(3):
-        f = tmp_path / f"in{k}.jsonl"
-        f.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[k * 50 : (k + 1) * 50]))
-        files.append(f)
+    files = jsonl_files(tmp_path, texts, 3)
     common = ["--input", *files, "--format", "megatron", "--shard-size", "15K", "--prefix", "p",
               "--tokenizer", llama_dir / "tokenizer.json", "--doc-boundary", "eos-after"]
     ok(run_cli(*common, "--local-dir", tmp_path / "one", "--nprocs", 1))

@@ -135,13 +135,9 @@ def check_file(path, fmt, dtype, nbytes, ntokens, index_bytes=None):
     """What is wrong with a shard file, cheaply (exists, size, header, token count), or "" if nothing.
     A megatron shard's .idx (index_bytes: its size) is checked too: size, header, lengths adding up."""
     name = os.path.basename(path)
-    try:
-        size = os.path.getsize(path)
-    except FileNotFoundError:
-        return f"missing: {name}"
-    if size != nbytes:
-        kind = "truncated" if size < nbytes else "too long"
-        return f"{kind}: {name} is {size:,} bytes, manifest says {nbytes:,}"
+    problem = size_problem(path, nbytes)
+    if problem:
+        return problem
     try:
         arr = open_tokens(path, fmt, dtype)
     except (OSError, ValueError) as e:
@@ -151,19 +147,28 @@ def check_file(path, fmt, dtype, nbytes, ntokens, index_bytes=None):
     if fmt == "megatron":
         idx = path[: -len(EXTENSION[fmt])] + INDEX_EXTENSION
         iname = os.path.basename(idx)
-        try:
-            isize = os.path.getsize(idx)
-        except FileNotFoundError:
-            return f"missing: {iname}"
-        if isize != index_bytes:
-            return f"{'truncated' if isize < (index_bytes or 0) else 'too long'}: {iname} is {isize:,} bytes, " \
-                   f"manifest says {index_bytes:,}"
+        problem = size_problem(idx, index_bytes)
+        if problem:
+            return problem
         try:
             lengths = read_megatron_index(idx, dtype)
         except (OSError, ValueError) as e:
             return f"corrupt: {iname}: {e}"
         if int(lengths.sum()) != ntokens:
             return f"corrupt: {iname} indexes {int(lengths.sum()):,} tokens, {name} holds {ntokens:,}"
+    return ""
+
+
+def size_problem(path, nbytes):
+    """"missing: NAME", "truncated: ..." or "too long: ..." for a file that is not `nbytes` long, else ""."""
+    name = os.path.basename(path)
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return f"missing: {name}"
+    if size != nbytes:
+        kind = "truncated" if size < nbytes else "too long"
+        return f"{kind}: {name} is {size:,} bytes, manifest says {nbytes:,}"
     return ""
 
 
