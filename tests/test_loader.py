@@ -10,7 +10,7 @@ import pytest
 
 from conftest import FINEWEB_EDU as DATA  # noqa: E402  (also sets TIKTOKEN_CACHE_DIR offline)
 from tokshards import cli  # noqa: E402
-from tokshards.formats import FORMATS, write_shard  # noqa: E402
+from tokshards.formats import FORMATS, megatron_index, whole_documents, write_shard  # noqa: E402
 from tokshards.loader import ShardLoader, list_shards, shard_format  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"sample data not found at {DATA}")
@@ -49,9 +49,16 @@ def expected():
     raise AssertionError("sample data holds fewer tokens than the test needs")
 
 
-def split_shards(stream):
-    """The expected stream cut into the shards the run writes (val first, then train)."""
-    return [stream[i : i + SHARD] for i in range(0, len(stream), SHARD)]
+def split_shards(stream, fmt):
+    """The expected stream cut into the shards the run writes (val first, then train): every SHARD
+    tokens, or for whole-document formats at the first document start (an <|endoftext|>) at or
+    after SHARD tokens into the shard."""
+    if not whole_documents(fmt):
+        return [stream[i : i + SHARD] for i in range(0, len(stream), SHARD)]
+    starts, cuts = np.flatnonzero(stream == 50256), [0]
+    while (k := np.searchsorted(starts, cuts[-1] + SHARD)) < len(starts):
+        cuts.append(int(starts[k]))
+    return [stream[a:b] for a, b in zip(cuts, cuts[1:] + [len(stream)])]
 
 
 class DataLoaderLite:
@@ -100,7 +107,8 @@ def test_lists_shards_in_order(runs, expected, fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_batches_equal_dataloaderlite(runs, expected, fmt):
-    shards = split_shards(expected)
+    shards = split_shards(expected, fmt)
+    assert fmt != "megatron" or any(len(s) != SHARD for s in shards[:-1])  # the two cuts differ here
     B, T = 4, 32
     for world, rank in [(1, 0), (2, 0), (2, 1), (3, 2)]:
         ref = DataLoaderLite(B, T, rank, world, shards[1:])
@@ -130,6 +138,8 @@ def write_toy(d, fmt, lengths=(9000, 12001, 7777)):
     for k, n in enumerate(lengths):
         with open(d / f"toy_train_{k + 1:06d}{ext}", "wb") as f:
             write_shard(f, fmt, (k * 20000 + np.arange(n)).astype("<u2"))
+        if fmt == "megatron":  # its .idx beside the .bin says what the .bin is
+            (d / f"toy_train_{k + 1:06d}.idx").write_bytes(megatron_index([n], "<u2"))
     (d / f"notes{ext}").write_bytes(b"not a shard")  # ignored: not named like a shard
     return str(d), lengths
 

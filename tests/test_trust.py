@@ -731,6 +731,40 @@ def test_a_signal_at_any_moment_ends_the_run_in_seconds_with_one_line(tmp_path, 
             assert "corrupt" not in r.stdout and "extra" not in r.stdout, r.stdout
 
 
+HUNG_CLEAN_UP = """
+import sys, threading
+from tokshards import cli, command, writer
+cli.STOP_WATCHDOG_SECONDS = 1
+held = threading.Lock()
+held.acquire()
+writer.ShardWriter.abandon = lambda self: held.acquire()  # as when the signal lands inside a queue's lock
+sys.argv = ["fineweb.py", *sys.argv[1:]]
+command.main()
+"""
+
+
+def test_a_clean_up_that_hangs_is_cut_short_with_the_same_one_line(tmp_path, big_text):
+    out = tmp_path / "o"
+    seen = set()
+    p = subprocess.Popen([sys.executable, "-c", HUNG_CLEAN_UP, "--input", str(big_text), *BIG_ARGS, "--local-dir",
+                          str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    wait_for(p, lambda: MOMENTS["mid-shard"](out, p), seen)
+    os.killpg(p.pid, signal.SIGTERM)
+    try:
+        _, err = p.communicate(timeout=15)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL) if p.poll() is None else None
+    assert p.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == ("fineweb.py: terminated (SIGTERM); the clean-up was cut short after 1 s; "
+                                            "rerun the same command to resume"), err[-2000:]
+    time.sleep(0.5)
+    assert not alive(seen), f"processes of the run still alive: {alive(seen)}"
+    r = run_cli("--input", big_text, *BIG_ARGS, "--local-dir", out)  # the same command resumes, as promised
+    assert r.returncode == 0 and not [f for f in os.listdir(out) if f.endswith(".tmp")], (r.stderr, os.listdir(out))
+    assert "OK" in run_cli("verify", out).stdout
+
+
 def test_a_second_ctrl_c_during_the_clean_up_shows_no_traceback(tmp_path, big_text):
     out = tmp_path / "o"
     p = start(["--input", big_text, *BIG_ARGS], out)

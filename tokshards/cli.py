@@ -462,7 +462,7 @@ def _stop(signum, frame):
     not interrupt the clean-up with a traceback), and the clean-up gets a few seconds at most."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    watchdog = threading.Timer(STOP_WATCHDOG_SECONDS, os._exit, (128 + signum,))
+    watchdog = threading.Timer(STOP_WATCHDOG_SECONDS, _cut_short, (signum,))
     watchdog.daemon = True
     watchdog.start()
     _watchdogs.append(watchdog)
@@ -470,6 +470,16 @@ def _stop(signum, frame):
 
 
 _watchdogs = []
+
+
+def _cut_short(signum):
+    """The clean-up after a stop signal did not end in time (the signal can land inside a lock the
+    clean-up then waits for): end anyway, with the same one line. What is on disk is resumable as
+    after a SIGKILL: complete shards are in the manifest, a temporary file is removed by the rerun."""
+    what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    os.write(2, f"fineweb.py: {what}; the clean-up was cut short after {STOP_WATCHDOG_SECONDS} s; "
+                f"rerun the same command to resume\n".encode())
+    os._exit(128 + signum)
 
 
 def main(argv=None):

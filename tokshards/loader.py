@@ -1,4 +1,4 @@
-"""Read token shards back for training: (x, y) batches of B x T tokens, any of the three formats.
+"""Read token shards back for training: (x, y) batches of B x T tokens, any format this tool writes.
 
     from tokshards.loader import ShardLoader
     train = ShardLoader("edu_fineweb10B", B=16, T=1024, split="train", rank=rank, world_size=world)
@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from .formats import LLMC, LLMC_HEADER_BYTES, open_tokens
+from .formats import LLMC, LLMC_HEADER_BYTES, MEGATRON_CODES, MEGATRON_MAGIC, open_tokens
 from .errors import UserError
 from .manifest import Manifest
 
@@ -27,10 +27,20 @@ SHARD_NAME = re.compile(r"_(val|train)_\d{6}\.(bin|npy)$")
 def shard_format(path, dtype=None):
     """(format, dtype) of a shard file, from its extension and header (no manifest needed).
 
-    A .bin file is llm.c's format when its header says so (magic, version and file size agree),
-    else raw tokens of `dtype` (default uint16, nanoGPT's train.bin)."""
+    A .bin file is Megatron's when an .idx of the same name beside it starts with MMIDIDX (its
+    dtype code gives the dtype), llm.c's format when its header says so (magic, version and file
+    size agree), else raw tokens of `dtype` (default uint16, nanoGPT's train.bin)."""
     if path.endswith(".npy"):
         return "npy", np.load(path, mmap_mode="r").dtype.str
+    idx = path[:-len(".bin")] + ".idx"
+    if path.endswith(".bin") and os.path.isfile(idx):
+        with open(idx, "rb") as f:
+            head = f.read(18)
+        if head[:9] == MEGATRON_MAGIC:
+            codes = {code: dt.str for dt, code in MEGATRON_CODES.items()}
+            if head[17] not in codes:
+                raise ValueError(f"{idx} is a Megatron index of dtype code {head[17]}, which this loader does not read")
+            return "megatron", codes[head[17]]
     size = os.path.getsize(path)
     header = np.fromfile(path, dtype="<i4", count=3)
     if len(header) == 3:
