@@ -55,8 +55,9 @@ def test_pyproject_takes_its_dependencies_from_the_requirements_files():
     assert "optional-dependencies" not in PYPROJECT["project"]
     assert files_of() == ["requirements.txt"]
     assert files_of("ray") == ["requirements-ray.txt"]
-    # [dev] is everything `make test` / `make bench` need, the Ray tests included
-    assert set(files_of("dev")) == {"requirements-dev.txt", "requirements-ray.txt"}
+    assert files_of("s3") == ["requirements-s3.txt"]
+    # [dev] is everything `make test` / `make bench` need, the Ray and bucket tests included
+    assert set(files_of("dev")) == {"requirements-dev.txt", "requirements-ray.txt", "requirements-s3.txt"}
 
 
 def test_make_installs_the_files_pyproject_declares():

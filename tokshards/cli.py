@@ -18,6 +18,8 @@ import threading
 import time
 import tomllib
 
+from .bucket import is_url, open_fs
+from .bucket import recorded as bucket_recorded
 from .encoders import BACKENDS
 from .errors import Interrupted, UserError
 from .formats import FORMATS
@@ -213,7 +215,10 @@ def check_opts(opts):
         raise UserError(f"--prefix {opts['prefix']!r}: a file name prefix of {PREFIX_CHARS}, "
                         "not starting with '.'")
     if opts["local_dir"] is not None:
-        check_path(opts["local_dir"])
+        if is_url(opts["local_dir"]):
+            open_fs(opts["local_dir"])  # its package is installed, the URL names a prefix in a bucket
+        else:
+            check_path(opts["local_dir"])
     for p in opts["input"] or ():
         if URL.match(str(p)):
             raise UserError(f"--input {p}: URLs (s3://, gs://, ...) are not supported yet; give local files "
@@ -243,7 +248,7 @@ def pinned_revision(out_dir, opts):
     output never mixes two versions of a dataset. Later ranks read the commit the first one pinned."""
     if opts["overwrite"]:
         return None
-    src = recorded_source(out_dir)
+    src = bucket_recorded(out_dir, "source") if is_url(out_dir) else recorded_source(out_dir)
     if isinstance(src, dict) and src.get("dataset") == opts["dataset"] and isinstance(src.get("revision"), str):
         return src["revision"]
     return None
@@ -254,7 +259,7 @@ def pinned_tokenizer_revision(out_dir, opts):
     cache, so a resume needs no network for it); the content hash is compared all the same."""
     if opts["overwrite"]:
         return None
-    st = recorded_settings(out_dir)
+    st = bucket_recorded(out_dir, "settings") if is_url(out_dir) else recorded_settings(out_dir)
     if st and st.get("tokenizer") == opts["tokenizer"] and isinstance(st.get("tokenizer_revision"), str):
         return st["tokenizer_revision"]
     return None
@@ -280,10 +285,11 @@ def make_job(opts, log):
     spec, prebuilt = load(opts["tokenizer"], opts["eot_token"], opts["doc_boundary"],
                           opts["tokenizer_revision"] or pinned_tokenizer_revision(out_dir, opts))
     if opts["input"]:
-        files = expand_inputs(opts["input"], exclude=out_dir)
+        files = expand_inputs(opts["input"], exclude=None if is_url(out_dir) else out_dir)
         source = LocalSource(files, opts["text_column"], sep, spec.cut_rule, log)
     else:
-        check_path(out_dir)
+        if not is_url(out_dir):
+            check_path(out_dir)
         if opts["quiet"]:  # the client libraries' own retry lines too
             from datasets.utils import logging as datasets_logging
             from huggingface_hub.utils import logging as hub_logging
@@ -359,6 +365,10 @@ def check_engine(opts, max_tokens):
         if opts["overwrite"]:
             raise UserError("--overwrite with --rank would delete the other ranks' work; "
                             "delete the output directory yourself, then start every rank")
+    if opts["local_dir"] is not None and is_url(opts["local_dir"]) and (
+            opts["rank"] is not None or opts["engine"] != "local"):
+        raise UserError(f"--local-dir {opts['local_dir']}: a bucket takes one-machine runs so far; for --rank or "
+                        "--engine ray give a directory every machine sees (NFS, Lustre, a mounted bucket)")
     if max_tokens is not None and (opts["rank"] is not None or opts["engine"] != "local"):
         raise UserError("--max-tokens is for single-machine runs; drop it, or run without --engine/--rank")
 

@@ -84,8 +84,8 @@ class DirState:
 def check_path(path, flag="--local-dir"):
     """A local directory path, or a one-line refusal (URLs, an existing file)."""
     if URL.match(str(path)):
-        raise UserError(f"{flag} {path}: URLs (s3://, gs://, ...) are not supported yet; give a local directory "
-                        "(a mounted bucket works)")
+        raise UserError(f"{flag} {path}: a bucket URL is taken by a one-machine run's --local-dir so far; copy the "
+                        "files to a local directory first (aws s3 sync, gsutil rsync), or use a mounted bucket")
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{flag} {path} is a file, not a directory; give a directory")
 
@@ -205,10 +205,15 @@ class OutputDir:
         return DirState(FOREIGN, foreign=foreign) if foreign else DirState(EMPTY)
 
     def refuse_foreign(self, st):
-        shown = ", ".join(st.foreign[:3]) + (f" and {len(st.foreign) - 3} more" if len(st.foreign) > 3 else "")
-        raise UserError(f"{self.path} holds shard files this tool did not write ({shown}) and no manifest of its "
-                        "own; it never deletes files it did not write: use another --local-dir or --prefix, "
-                        "or move them away")
+        raise UserError(foreign_line(self.path, st.foreign))
+
+    @property
+    def label(self):
+        """How messages name it (a bucket's is its URL)."""
+        return self.path
+
+    def publish(self, manifest):
+        """The manifest and the shards it lists are where readers find them already (a bucket uploads here)."""
 
     # --- what it may delete ---
     def remove_temp_files(self):
@@ -307,6 +312,13 @@ class OutputDir:
             raise UserError(
                 f"this run will write about {human_bytes(need_bytes)} but {self.path} has {human_bytes(free)} free; "
                 "free some space, limit the run with --max-tokens, or skip this check with --no-disk-check")
+
+
+def foreign_line(where, names):
+    """The refusal of a directory (or bucket prefix) holding shard-like files and no manifest of ours."""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (f"{where} holds shard files this tool did not write ({shown}) and no manifest of its own; it never "
+            "deletes files it did not write: use another --local-dir or --prefix, or move them away")
 
 
 def read_merged(path):

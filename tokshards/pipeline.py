@@ -16,7 +16,8 @@ from .encoders import backend_note
 from .errors import UserError
 from .job import usable_cpus
 from .manifest import Manifest, settings_mismatch, source_mismatch
-from .outdir import FOREIGN, PARTS, PARTS_STATE, RUN, OutputDir
+from .bucket import open_output
+from .outdir import FOREIGN, PARTS, PARTS_STATE, RUN
 from .pool import tokenize_in_order
 from .resume import DONE, ERROR, plan
 from .writer import ShardWriter
@@ -28,14 +29,14 @@ def open_manifest(out, job, log):
     st = out.state()
     if st.kind == PARTS_STATE:
         if not job.overwrite:
-            raise UserError(f"{out.path} holds a multi-machine run in progress ({out.path}/{PARTS}/); finish it with "
-                            f"python fineweb.py assemble {out.path}, or add --overwrite to start over")
+            raise UserError(f"{out.label} holds a multi-machine run in progress ({out.label}/{PARTS}/); finish it with "
+                            f"python fineweb.py assemble {out.label}, or add --overwrite to start over")
         out.remove_parts()
         st = out.state()
     if st.kind == RUN and st.manifest.converting and not job.overwrite:
         to = st.manifest.converting["to"]
-        raise UserError(f"{out.path} is being converted to {to} (an interrupted merge); finish it with: "
-                        f"python fineweb.py merge {out.path} --format {to}")
+        raise UserError(f"{out.label} is being converted to {to} (an interrupted merge); finish it with: "
+                        f"python fineweb.py merge {out.label} --format {to}")
     if st.kind == RUN and (job.overwrite or not st.manifest.shards):  # nothing of value kept: start afresh
         out.remove_run(st.manifest)
         st = out.state()
@@ -44,8 +45,8 @@ def open_manifest(out, job, log):
     if st.kind != RUN:
         return None
     m = st.manifest
-    problem = settings_mismatch(out.path, m.settings, job.settings()) or \
-        source_mismatch(out.path, m.source, job.source.describe())
+    problem = settings_mismatch(out.label, m.settings, job.settings()) or \
+        source_mismatch(out.label, m.source, job.source.describe())
     if problem:
         raise UserError(problem)
     nfiles = len(job.source.files)
@@ -54,10 +55,11 @@ def open_manifest(out, job, log):
             raise UserError(f"{m.path}: shard {s.index} ends in input file {s.end.pos.file}, but there are {nfiles}: "
                             "this manifest does not describe this input; use another --local-dir, or --overwrite")
     if m.settings.get("tokenizer_sha256") is None:  # a manifest of an earlier version: record them from now on
-        log(f"{out.path}: made by an earlier fineweb.py that did not record the tokenizer's content hash and the "
+        log(f"{out.label}: made by an earlier fineweb.py that did not record the tokenizer's content hash and the "
             "inputs' fingerprints; recording them now")
         m.settings, m.source = job.settings(), job.source.describe()
         m.save()
+        out.publish(m)
     return m
 
 
@@ -77,7 +79,7 @@ def run(job, log=print, progress=None):
     note = backend_note(job.spec, job.backend)
     if note:
         log(note)
-    with OutputDir(job.out_dir, job.prefix) as out:
+    with open_output(job.out_dir, job.prefix, job.shard_size * np.dtype(job.dtype).itemsize, log) as out:
         m = open_manifest(out, job, log)
         out.remove_temp_files()
         if m is None:
@@ -85,17 +87,18 @@ def run(job, log=print, progress=None):
                 out.check_space(max(0, job.estimate_tokens() or 0) * np.dtype(job.dtype).itemsize)
             m = Manifest(out.path, job.settings(), job.source.describe())
             m.save()  # before any shard: the directory is this run's from now on
+            out.publish(m)
             keep, start = 0, None
         else:
             intact, problem = out.check_shards(m)
             p = plan(m.shards, intact, m.complete, m.max_tokens, job.shard_size, job.max_tokens)
             if problem:
-                log(f"{out.path}: {problem}" + (f"; {p.message}" if p.action != DONE else ""))
+                log(f"{out.label}: {problem}" + (f"; {p.message}" if p.action != DONE else ""))
             if p.action == ERROR:
-                raise UserError(f"{out.path} {p.message}")
+                raise UserError(f"{out.label} {p.message}")
             if p.action == DONE:
                 out.remove_parts()  # a multi-machine run stopped while removing them, after its manifest
-                log(f"{out.path} {p.message}")
+                log(f"{out.label} {p.message}")
                 return RunResult(m)
             keep, start = p.keep, p.start
             if job.disk_check:
@@ -106,14 +109,18 @@ def run(job, log=print, progress=None):
             del m.shards[keep:]
             m.complete, m.max_tokens = False, None
             m.save()
+            out.publish(m)
             if p.message and not problem:
-                log(f"resuming {out.path}: {p.message}")
+                log(f"resuming {out.label}: {p.message}")
         written = m.tokens()
         sp = job.spec
         if sp.kind != "tiktoken" or sp.boundary.policy != "eot-before":  # GPT-2's usual [EOT]+text goes unsaid
             log(f"tokenizer {sp.name}" + (f" at {sp.revision[:12]}" if sp.revision else "") + f": {sp.describe_boundary()}")
-        writer = ShardWriter(m, job.dtype, job.spec.boundary,
-                             on_shard=lambda e: log(f"wrote {e.file}: {e.tokens:,} tokens, {e.docs:,} docs"))
+        def on_shard(e):
+            out.publish(m)
+            log(f"wrote {e.file}: {e.tokens:,} tokens, {e.docs:,} docs")
+
+        writer = ShardWriter(m, job.dtype, job.spec.boundary, on_shard=on_shard)
         progress = progress or NoProgress()
         progress.start(written, job.estimate_tokens())
         try:
@@ -130,6 +137,7 @@ def run(job, log=print, progress=None):
             raise UserError(f"no documents in the input ({describe_input(job)}); nothing was written")
         m.complete, m.max_tokens, m.seconds = True, job.max_tokens if stopped else None, round(time.time() - t0, 1)
         m.save()
+        out.publish(m)
         return RunResult(m, writer.thread_cpu)
 
 

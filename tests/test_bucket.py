@@ -1,0 +1,374 @@
+"""--local-dir s3://bucket/prefix: a one-machine run into a bucket, against a real S3-protocol server on
+127.0.0.1 (moto's standalone server, as s3fs's own tests use), started and stopped by PID here.
+Byte-identical to the local run; resumes after a SIGKILL at any moment (mid-upload included); survives
+the store's faults (a loopback proxy of ours answers 503 SlowDown or drops connections); refuses what
+it must in one line; never touches objects it did not write."""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import DATA, REPO
+
+pytest.importorskip("s3fs", reason="s3fs is not installed (pip install -r requirements-dev.txt)")
+pytest.importorskip("moto", reason="moto is not installed (pip install -r requirements-dev.txt)")
+
+TXT = DATA / "train_fineweb.txt"
+pytestmark = pytest.mark.skipif(not TXT.exists(), reason=f"sample text not found at {TXT}")
+ARGS = ["--shard-size", "100K", "--nprocs", "1"]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, proc, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the S3 server did not start"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the S3 server did not listen")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1; yields the environment a run needs to reach it."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=log)
+    try:
+        wait_port(port, proc)
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+               "AWS_EC2_METADATA_DISABLED": "true"}
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+class Store:
+    """The test's own view of the bucket (s3fs with the same environment)."""
+
+    def __init__(self, env):
+        import s3fs
+
+        self.fs = s3fs.S3FileSystem(key=env["AWS_ACCESS_KEY_ID"], secret=env["AWS_SECRET_ACCESS_KEY"],
+                                    endpoint_url=env["AWS_ENDPOINT_URL"], use_listings_cache=False,
+                                    skip_instance_cache=True)
+
+    def files(self, prefix):
+        try:
+            return {p.rsplit("/", 1)[-1]: self.fs.cat_file(p) for p in self.fs.ls(prefix, detail=False)}
+        except FileNotFoundError:
+            return {}
+
+    def uploads(self, bucket):
+        return self.fs.list_multipart_uploads(bucket)
+
+
+_buckets = iter(range(10**6))
+
+
+@pytest.fixture
+def bucket(s3):
+    """A new empty bucket: (its name, Store)."""
+    store = Store(s3)
+    name = f"bucket{next(_buckets)}"
+    store.fs.mkdir(name)
+    return name, store
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    """~2 MB of real documents: about 5 shards of 100K tokens."""
+    p = tmp_path_factory.mktemp("in") / "docs.txt"
+    with open(TXT, "rb") as f:
+        data = f.read(2_000_000)
+    p.write_bytes(data[: data.rfind(b"\n\n")] + b"\n")
+    return p
+
+
+def run(env, *args, timeout=300):
+    return subprocess.run([sys.executable, str(REPO / "fineweb.py"), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def local_run(tmp_path, text, *extra):
+    out = tmp_path / "local"
+    r = run(os.environ, "--input", text, *ARGS, *extra, "--local-dir", out)
+    assert r.returncode == 0, r.stderr
+    return {f: (out / f).read_bytes() for f in os.listdir(out) if not f.startswith(".")}
+
+
+def same_output(got, want):
+    """The shard files byte for byte, and the manifest but for the run's duration."""
+    assert sorted(got) == sorted(want)
+    for name in want:
+        if name == "manifest.json":
+            a, b = json.loads(got[name]), json.loads(want[name])
+            a.pop("seconds", None), b.pop("seconds", None)
+            assert a == b
+        else:
+            assert got[name] == want[name], name
+
+
+@pytest.mark.parametrize("fmt", ["bin", "megatron"])
+def test_a_run_into_a_bucket_is_the_local_run(s3, bucket, tmp_path, text, fmt):
+    name, store = bucket
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    env = {**s3, "TMPDIR": str(stage)}
+    r = run(env, "--input", text, *ARGS, "--format", fmt, "--local-dir", f"s3://{name}/edu")
+    assert r.returncode == 0, r.stderr
+    got = store.files(f"{name}/edu")
+    same_output(got, local_run(tmp_path, text, "--format", fmt))
+    assert len(got) >= 5 and ".fineweb.lock" not in got
+    assert os.listdir(stage) == []  # the staging directory went with the run
+    v = run(env, "verify", f"s3://{name}/edu")
+    assert v.returncode == 0 and "OK: every shard matches the manifest" in v.stdout, v.stdout + v.stderr
+    again = run(env, "--input", text, *ARGS, "--format", fmt, "--local-dir", f"s3://{name}/edu")
+    assert again.returncode == 0 and "already complete" in again.stderr, again.stderr
+    assert store.files(f"{name}/edu") == got
+
+
+KILLER = """
+import os, signal, sys
+import s3fs
+from tokshards import command
+where, n = os.environ["KILL_AT"].split(":")
+n = int(n)
+seen = []
+real_put = s3fs.S3FileSystem.put_file
+def put_file(self, lpath, rpath, *a, **kw):
+    seen.append(rpath)
+    if where == "mid-upload" and len(seen) == n:  # a multipart upload begun, never completed
+        bucket, key = rpath.split("/", 1)
+        self.call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+        os.kill(os.getpid(), signal.SIGKILL)
+    out = real_put(self, lpath, rpath, *a, **kw)
+    if where == "after-upload" and len(seen) == n:  # the shard is in the bucket, the manifest not yet
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+s3fs.S3FileSystem.put_file = put_file
+sys.argv = ["fineweb.py", *sys.argv[1:]]
+command.main()
+"""
+
+
+@pytest.mark.parametrize("where", ["mid-upload", "after-upload"])
+def test_a_sigkill_while_uploading_then_the_same_command_gives_the_same_bucket(s3, bucket, tmp_path, text, where):
+    name, store = bucket
+    url = f"s3://{name}/edu"
+    for n in (1, 3):  # the first shard (val), a later one
+        killed = subprocess.run([sys.executable, "-c", KILLER, "--input", str(text), *ARGS, "--local-dir", url],
+                                env={**s3, "KILL_AT": f"{where}:{n}"}, cwd=REPO, capture_output=True, text=True)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        if where == "mid-upload":
+            assert store.uploads(name), "the kill left no unfinished upload to clean"
+        assert ".fineweb.lock" in store.files(f"{name}/edu")  # left by the killed run
+    r = run(s3, "--input", text, *ARGS, "--local-dir", url)
+    assert r.returncode == 0, r.stderr
+    assert "taking over the lock" in r.stderr and "that process is gone" in r.stderr
+    same_output(store.files(f"{name}/edu"), local_run(tmp_path, text))
+    assert store.uploads(name) == []  # the unfinished uploads of its names were aborted
+
+
+def test_killed_at_random_moments_the_bucket_ends_identical(s3, bucket, tmp_path, text):
+    import random
+
+    name, store = bucket
+    url = f"s3://{name}/edu"
+    rng = random.Random(7)
+    for _ in range(4):
+        p = subprocess.Popen([sys.executable, str(REPO / "fineweb.py"), "--input", str(text), *ARGS,
+                              "--local-dir", url], env=s3, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(1.0, 4.0))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    r = run(s3, "--input", text, *ARGS, "--local-dir", url)
+    assert r.returncode == 0, r.stderr
+    same_output(store.files(f"{name}/edu"), local_run(tmp_path, text))
+
+
+class FaultyProxy:
+    """A loopback HTTP proxy in front of the S3 server: every `every`-th request is answered with a
+    503 SlowDown, or its connection is dropped without an answer; the others pass through."""
+
+    def __init__(self, upstream_port, every=4, drop=False):
+        self.upstream, self.every, self.drop, self.count, self.faults = upstream_port, every, drop, 0, 0
+        lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _body(self):
+                if "chunked" not in self.headers.get("Transfer-Encoding", ""):
+                    return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = []
+                while (n := int(self.rfile.readline().split(b";")[0], 16)) > 0:
+                    parts.append(self.rfile.read(n))
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                    pass
+                return b"".join(parts)
+
+            def _any(self):
+                body = self._body()
+                with lock:
+                    proxy.count += 1
+                    fault = proxy.count % proxy.every == 0
+                    proxy.faults += fault
+                if fault and proxy.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault:
+                    err = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(err)))
+                    self.end_headers()
+                    self.wfile.write(err)
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=60)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("connection", "transfer-encoding", "expect", "content-length")}
+                headers["Content-Length"] = str(len(body))
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(k, v)
+                # (a HEAD's answer says the object's length, with no body)
+                self.send_header("Content-Length", resp.getheader("Content-Length", "0") if self.command == "HEAD"
+                                 else str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("drop", [False, True], ids=["503 SlowDown", "dropped connection"])
+def test_the_stores_faults_are_retried_and_the_output_is_the_same(s3, bucket, tmp_path, text, drop):
+    name, store = bucket
+    proxy = FaultyProxy(int(s3["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]), every=5, drop=drop)
+    try:
+        env = {**s3, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}", "AWS_RETRY_MODE": "standard",
+               "AWS_MAX_ATTEMPTS": "6"}
+        r = run(env, "--input", text, *ARGS, "--local-dir", f"s3://{name}/edu")
+    finally:
+        proxy.close()
+    assert r.returncode == 0, r.stderr
+    assert proxy.faults >= 3
+    same_output(store.files(f"{name}/edu"), local_run(tmp_path, text))
+
+
+def test_a_store_that_keeps_failing_ends_in_one_line_and_stays_resumable(s3, bucket, tmp_path, text):
+    name, store = bucket
+    proxy = FaultyProxy(int(s3["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]), every=1)  # every request: 503
+    try:
+        env = {**s3, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}", "AWS_RETRY_MODE": "standard",
+               "AWS_MAX_ATTEMPTS": "2"}
+        r = run(env, "--input", text, *ARGS, "--local-dir", f"s3://{name}/edu", timeout=120)
+    finally:
+        proxy.close()
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[-1].startswith(f"fineweb.py: error: s3://{name}/edu: the storage failed") and "rerun" in lines[-1]
+    r = run(s3, "--input", text, *ARGS, "--local-dir", f"s3://{name}/edu")
+    assert r.returncode == 0, r.stderr
+    same_output(store.files(f"{name}/edu"), local_run(tmp_path, text))
+
+
+def test_objects_it_did_not_write_are_refused_or_left_alone(s3, bucket, text):
+    name, store = bucket
+    theirs = {"edufineweb_train_000001.npy": b"build-nanogpt's shard", "notes.txt": b"mine"}
+    for k, v in theirs.items():
+        store.fs.pipe_file(f"{name}/edu/{k}", v)
+    r = run(s3, "--input", text, *ARGS, "--prefix", "edufineweb", "--local-dir", f"s3://{name}/edu")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"fineweb.py: error: s3://{name}/edu holds shard files this tool did not write (edufineweb_train_000001.npy) "
+        "and no manifest of its own; it never deletes files it did not write: use another --local-dir or --prefix, "
+        "or move them away"]
+    assert store.files(f"{name}/edu") == theirs
+    # beside them, under another prefix of names: a run, then --overwrite, leave them as they were
+    for extra in ([], ["--overwrite"]):
+        r = run(s3, "--input", text, *ARGS, *extra, "--local-dir", f"s3://{name}/edu")
+        assert r.returncode == 0, r.stderr
+        got = store.files(f"{name}/edu")
+        assert {k: got[k] for k in theirs} == theirs and "manifest.json" in got
+
+
+def test_another_runs_output_and_a_live_lock_are_refused(s3, bucket, text):
+    name, store = bucket
+    url = f"s3://{name}/edu"
+    assert run(s3, "--input", text, *ARGS, "--local-dir", url).returncode == 0
+    before = store.files(f"{name}/edu")
+    r = run(s3, "--input", text, "--shard-size", "70K", "--nprocs", "1", "--local-dir", url)
+    assert r.returncode == 1 and "holds a run with shard_size=100000, not 70000" in r.stderr, r.stderr
+    store.fs.pipe_file(f"{name}/edu/.fineweb.lock", json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode())  # this live process
+    r = run(s3, "--input", text, *ARGS, "--overwrite", "--local-dir", url)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
+        f"fineweb.py: error: {url} is in use by fineweb.py on host {socket.gethostname()}, pid {os.getpid()}"), r.stderr
+    after = store.files(f"{name}/edu")
+    assert {k: v for k, v in after.items() if k != ".fineweb.lock"} == before
+
+
+def test_one_line_for_a_missing_bucket_no_credentials_and_no_s3fs(s3, text, tmp_path):
+    r = run(s3, "--input", text, *ARGS, "--local-dir", "s3://no-such-bucket/edu")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "fineweb.py: error: s3://no-such-bucket/edu: the bucket does not exist (The specified bucket does not "
+        "exist); create it, or check the name and AWS_ENDPOINT_URL"], r.stderr
+    bare = {k: v for k, v in s3.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")}
+    bare.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))
+    r = run(bare, "--input", text, *ARGS, "--local-dir", "s3://bucket0/x")
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
+        "fineweb.py: error: s3://bucket0/x: no credentials found; set AWS_ACCESS_KEY_ID"), r.stderr
+    no_s3fs = "import sys; sys.modules['s3fs'] = None; sys.argv[0] = 'fineweb.py'; from tokshards import command; command.main()"
+    r = subprocess.run([sys.executable, "-c", no_s3fs, "--input", str(text), "--local-dir", "s3://bucket0/x"], env=s3,
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "fineweb.py: error: s3://bucket0/x: s3:// needs the package s3fs: pip install s3fs"], r.stderr
+    for args in (["--rank", "0", "--world-size", "2"], ["--engine", "ray"]):
+        r = run(s3, "--input", text, *args, "--local-dir", "s3://bucket0/x")
+        assert r.returncode == 1 and "a bucket takes one-machine runs so far" in r.stderr, r.stderr
+    for cmd in (["assemble"], ["merge"], ["inspect"]):
+        r = run(s3, *cmd, "s3://bucket0/x")
+        assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
