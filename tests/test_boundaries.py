@@ -214,6 +214,15 @@ def test_tokenizer_refusals_are_one_line(tmp_path, llama_dir):
                    "its BOS '<|nope|>' is not in the vocabulary")
     one_line_error(run_cli("--input", txt, "--tokenizer", "gpt2", "--tokenizer-revision", "main", "--local-dir", tmp_path / "o"),
                    "--tokenizer-revision is for a Hub tokenizer")
+    one_line_error(run_cli("--input", txt, "--tokenizer", bare, "--eot-token", ".", "--doc-boundary", "eos-after",
+                           "--local-dir", tmp_path / "o"), "--eot-token '.' is an ordinary token (text encodes to it)")
+    (tmp_path / "sub" / "tok").mkdir(parents=True)  # a local directory named like OWNER/NAME: never the Hub
+    one_line_error(run_cli("--input", txt, "--tokenizer", "sub/tok", "--local-dir", tmp_path / "o", cwd=tmp_path),
+                   "--tokenizer sub/tok: this directory holds no tokenizer.json")
+    garbled = tmp_path / "garbled.json"  # valid JSON but for one byte that is not UTF-8, inside a string
+    garbled.write_bytes((llama_dir / "tokenizer.json").read_bytes().replace(b'"<|end_of_text|>"', b'"<|end\xff|>"', 1))
+    one_line_error(run_cli("--input", txt, "--tokenizer", garbled, "--local-dir", tmp_path / "o"),
+                   "is not UTF-8 text (byte")
     r = run_cli(  # a misspelt policy: argparse's own message and exit 2, as for every flag with choices
 "--input", txt, "--doc-boundary", "bos-around", "--local-dir", tmp_path / "o")
     assert r.returncode == 2 and "invalid choice: 'bos-around'" in r.stderr

@@ -10,13 +10,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import DATA, REPO
+from conftest import DATA, FINEWEB_EDU, PARQUETS, REPO
 
 pytest.importorskip("s3fs", reason="s3fs is not installed (pip install -r requirements-dev.txt)")
 pytest.importorskip("moto", reason="moto is not installed (pip install -r requirements-dev.txt)")
@@ -57,7 +58,7 @@ def s3(tmp_path_factory):
         wait_port(port, proc)
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-               "AWS_EC2_METADATA_DISABLED": "true"}
+               "AWS_EC2_METADATA_DISABLED": "true", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
         yield env
     finally:
         proc.terminate()
@@ -346,7 +347,7 @@ def test_another_runs_output_and_a_live_lock_are_refused(s3, bucket, text):
         {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode())  # this live process
     r = run(s3, "--input", text, *ARGS, "--overwrite", "--local-dir", url)
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
-        f"fineweb.py: error: {url} is in use by fineweb.py on host {socket.gethostname()}, pid {os.getpid()}"), r.stderr
+        f"fineweb.py: error: {url} is in use by fineweb.py run on host {socket.gethostname()}, pid {os.getpid()}"), r.stderr
     after = store.files(f"{name}/edu")
     assert {k: v for k, v in after.items() if k != ".fineweb.lock"} == before
 
@@ -372,3 +373,105 @@ def test_one_line_for_a_missing_bucket_no_credentials_and_no_s3fs(s3, text, tmp_
     for cmd in (["assemble"], ["merge"], ["inspect"]):
         r = run(s3, *cmd, "s3://bucket0/x")
         assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.skipif(not PARQUETS, reason=f"real documents not found in {FINEWEB_EDU}")
+def test_ranks_with_no_shared_path_meet_in_the_bucket_and_assemble_is_one_machines_run(s3, bucket, tmp_path):
+    """3 ranks, each in its own empty working directory and HF_HOME, reading the (loopback) Hub and
+    writing parts to the bucket; `assemble s3://...` from a fourth directory: the one-machine bytes."""
+    from hub import hub_env, start_hub
+
+    name, store = bucket
+    url = f"s3://{name}/edu"
+    args = ["--remote", "10BT", "--shard-size", "400K", "--nprocs", "1"]
+    with start_hub({"HuggingFaceFW/fineweb-edu": str(FINEWEB_EDU)}, tmp_path) as hub:
+        def env():
+            return {**hub_env(hub, tmp_path), **{k: v for k, v in s3.items() if k.startswith(("AWS_", "NO_", "no_"))}}
+
+        one = tmp_path / "one"
+        one.mkdir()
+        r = subprocess.run([sys.executable, str(REPO / "fineweb.py"), *args, "--local-dir", "ref"], cwd=one,
+                           env=env(), capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+        for rank in (2, 0, 1):
+            cwd = tmp_path / f"rank{rank}"
+            cwd.mkdir()
+            r = subprocess.run([sys.executable, str(REPO / "fineweb.py"), *args, "--local-dir", url, "--rank",
+                                str(rank), "--world-size", "3"], cwd=cwd, env=env(), capture_output=True, text=True,
+                               timeout=600)
+            assert r.returncode == 0, r.stderr
+            assert os.listdir(cwd) == []  # nothing local: the parts went to the bucket
+        parts = store.files(f"{name}/edu/parts")
+        assert {"job.json", "000000.json", "000000.tokens", "000002.json"} <= set(parts)
+        cwd = tmp_path / "assembler"
+        cwd.mkdir()
+        r = subprocess.run([sys.executable, str(REPO / "fineweb.py"), "assemble", url], cwd=cwd, env=env(),
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+    ref = one / "ref"
+    same_output(store.files(f"{name}/edu"), {f: (ref / f).read_bytes() for f in os.listdir(ref) if f[0] != "."})
+    assert store.files(f"{name}/edu/parts") == {}  # parts/ went once the manifest was written
+
+
+RAY_DRIVER = """
+import os, socket, subprocess, sys, time
+port, out, repo = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+try:
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    import s3fs
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+    fs.mkdir("bucket-ray")
+    r = subprocess.run([sys.executable, os.path.join(repo, "fineweb.py"), *sys.argv[4:]])
+    os.makedirs(out)
+    for p in fs.find("bucket-ray/edu"):  # the bucket lives only inside this namespace: copy it out
+        fs.get_file(p, os.path.join(out, p[len("bucket-ray/edu/"):].replace("/", "__")))
+    sys.exit(r.returncode)
+finally:
+    moto.terminate()
+"""
+
+
+def test_ray_engine_into_a_bucket_is_the_local_run(tmp_path, text):
+    """--engine ray with --local-dir s3://...: every file a Ray task writing its part into the bucket,
+    then the shards assembled as Ray tasks into it. Ray, and so the S3 server, run inside a network
+    namespace holding only lo (as the other Ray tests do)."""
+    test_cluster = pytest.importorskip("test_cluster")
+    why = test_cluster._ray_ready()
+    if why:
+        pytest.skip(why)
+    d = tmp_path / "in"
+    d.mkdir()
+    data = text.read_bytes()
+    for i in range(3):
+        (d / f"{i}.txt").write_bytes(data[i * 600_000 : (i + 1) * 600_000])
+    args = ["--input", d, *ARGS]
+    want = local_run(tmp_path, d)
+    out = tmp_path / "got"
+    driver = tmp_path / "driver.py"
+    driver.write_text(RAY_DRIVER)
+    port = 18090  # a fresh namespace: nothing else listens there
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true"}
+
+    class Job(test_cluster.Isolated):
+        def __init__(self):
+            self.raytmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+            self.out = open(tmp_path / "ray.log", "w+")
+            self.proc = subprocess.Popen(
+                ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, str(driver),
+                 str(port), str(out), str(REPO), *map(str, args), "--engine", "ray", "--nprocs", "2",
+                 "--local-dir", "s3://bucket-ray/edu"],
+                stdout=self.out, stderr=subprocess.STDOUT, env=dict(env, RAY_TMPDIR=self.raytmp, PYTHONUNBUFFERED="1"),
+                start_new_session=True)
+
+    code, log = Job().wait()
+    assert code == 0, log
+    assert "ray: 3 of 3 files to tokenize on 2 CPUs" in log and "done: " in log
+    same_output({f: (out / f).read_bytes() for f in os.listdir(out)}, want)

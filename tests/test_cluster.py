@@ -184,6 +184,31 @@ def test_interrupted_assembly_resumes_and_frees_parts_early(tmp_path, inputs):
 
 
 @needs_data
+def test_interrupted_megatron_assembly_keeps_its_parts_and_resumes(tmp_path, inputs):
+    """Whole-document shards are cut where the parts' documents begin, which a rerun of the assembly
+    reads again in every part: so no part's tokens go before the manifest is written."""
+    from tokshards.assemble import assemble, local_map
+
+    args = ["--input", inputs / "pq", "--shard-size", "100K", "--format", "megatron"]
+    out = ranks(tmp_path / "o", 2, *args)
+
+    def dies_after_6(fn, specs):
+        for n, entry in enumerate(local_map(fn, sorted(specs, key=lambda s: s.index), 1)):
+            if n == 6:
+                raise KeyboardInterrupt
+            yield entry
+
+    with pytest.raises(KeyboardInterrupt):
+        assemble(str(out), log=lambda m: None, map_fn=dies_after_6)
+    assert len(json.loads((out / "parts" / "assembled.json").read_text())) == 6
+    assert all((out / "parts" / f"{i:06d}.tokens").exists() for i in range(4))
+    r = run_cli("assemble", out)
+    assert r.returncode == 0, r.stderr
+    outputs_equal(single(tmp_path, "ref", *args), out)
+    assert not (out / "parts").exists()
+
+
+@needs_data
 def test_a_finished_run_with_parts_left_over_is_complete(tmp_path, inputs):
     """Stopped while removing parts/ (after the manifest was written): complete, nothing redone."""
     args = ["--input", inputs / "pq", "--shard-size", "1M"]

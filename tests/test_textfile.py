@@ -116,10 +116,11 @@ def test_invalid_utf8_names_the_byte(tmp_path, sep):
 
 
 def test_no_cut_inside_a_separator_that_has_begun(tmp_path):
-    """A cut point ("x\\n|-") can lie inside a multi-character separator whose end is not read yet."""
+    """A cut point ("x\\n|-") can lie inside a multi-character separator whose end is not read yet; also
+    when a "\\r" in the buffer makes the separator a regex match that more bytes may still settle."""
     path = tmp_path / "t.txt"
-    for sep in ("\n--\n", "a b", "\n<|endoftext|>\n"):
-        text = "word " * 6 + f"x{sep}y" + " more" * 4 + f"z{sep}" + "last words here"
+    for sep, head in [(s, h) for s in ("\n--\n", "a b", "\n<|endoftext|>\n") for h in ("", "a\r\nb ")]:
+        text = head + "word " * 6 + f"x{sep}y" + " more" * 4 + f"z{sep}" + "last words here"
         path.write_text(text)
         want = expected_stream(split_reference(text, sep))
         for chunk in range(1, 24):

@@ -203,7 +203,8 @@ def test_llmc_shard_size_over_int32_is_refused_at_start(tmp_path, small):
     (["--prefix", "a/b"], ["--prefix 'a/b'"]),
     (["--prefix", "../up"], ["--prefix '../up'"]),
     (["--eot-token", "<|nope|>"], ["--eot-token '<|nope|>'", "gpt2"]),
-    (["--local-dir", "s3://bucket/x"], ["s3://bucket/x", "not supported yet"]),
+    (["--eot-token", "."], ["--eot-token '.' is not a special token of gpt2"]),
+    (["--local-dir", "nosuch://bucket/x"], ["nosuch://bucket/x", "fsspec knows no protocol nosuch://"]),
     (["--max-tokens", "0"], ["not a whole positive number"]),
     (["--shard-size", "1e400"], ["not a whole positive number"]),
     (["--max-tokens", "1e400"], ["not a whole positive number"]),
@@ -415,10 +416,10 @@ def test_two_assemblers_one_is_refused(tmp_path):
 def test_job_json_is_created_once_and_the_first_plan_wins(tmp_path):
     """Ranks that start together: exactly one creates parts/job.json (no rename race); a rank with
     other settings is refused against it."""
-    from tokshards.cluster import create_once
+    from tokshards.storage import LocalFiles
 
     path = tmp_path / "job.json"
-    results = [create_once(str(path), f"writer {i}\n".encode()) for i in range(5)]
+    results = [LocalFiles(tmp_path).create_once("job.json", f"writer {i}\n".encode()) for i in range(5)]
     assert results == [True, False, False, False, False] and path.read_text() == "writer 0\n"
     assert [p.name for p in tmp_path.iterdir()] == ["job.json"]  # no temporary file left
 

@@ -13,8 +13,6 @@ parts/ goes once manifest.json is written. Only one assembly at a time: the outp
 """
 import hashlib
 import json
-import os
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -22,16 +20,19 @@ from typing import Optional
 
 import numpy as np
 
+from .bucket import open_dir
 from .errors import UserError
 from .formats import header_for, megatron_index, whole_documents
-from .manifest import Manifest, atomic_write, check_settings, check_source
-from .outdir import PARTS, OutputDir, part_paths
+from .manifest import Manifest, check_settings, check_source
+from .outdir import PARTS, OutputDir, part_names
 from .parts import load_done
 from .positions import End
 from .shards import Cutter, ShardEntry, make_entry, shard_files, shard_name
+from .storage import files_at
 from .tokspec import Boundary
 
 CHUNK = 16 << 20  # tokens copied at a time: bounded memory whatever the shard size
+ASSEMBLED = f"{PARTS}/assembled.json"
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,12 @@ class ShardSpec:
 
 def read_plan(out_dir):
     """parts/job.json: the run's settings, source and number of files, as the first rank recorded them."""
-    path = os.path.join(out_dir, PARTS, "job.json")
+    path = f"{out_dir}/{PARTS}/job.json"
     try:
-        with open(path) as f:
-            plan = json.load(f)
+        body = files_at(out_dir).read(f"{PARTS}/job.json")
+        if body is None:
+            raise FileNotFoundError(path)
+        plan = json.loads(body)
         check_settings(plan["settings"])
         check_source(plan["source"])
         if not isinstance(plan["files"], int) or not 1 <= plan["files"] <= 10**7:
@@ -113,12 +116,15 @@ def shard_specs(out_dir, settings, parts):
     whole = whole_documents(settings["format"])
     cutter = Cutter(settings["shard_size"], whole_docs=whole)
     boundary = boundary_of(settings)
+    files = files_at(out_dir)
     pieces, backends, ends, starts, filled = {}, {}, {}, {}, {}
     for p in parts:
-        toks = np.memmap(part_paths(out_dir, p.index)[0], dtype=settings["dtype"], mode="r") if whole and p.tokens else None
         for j, b in enumerate(p.batches):
             n = (p.batches[j + 1].token if j + 1 < len(p.batches) else p.tokens) - b.token
-            doc_starts = boundary.doc_starts(np.asarray(toks[b.token : b.token + n]), b.start.cont) if whole else None
+            doc_starts = None
+            if whole:
+                toks = files.read_array(part_names(p.index)[0], settings["dtype"], b.token, b.token + n)
+                doc_starts = boundary.doc_starts(np.asarray(toks), b.start.cont)
             for piece in cutter.add(b.start, 0, n, doc_starts):
                 if piece.hi > piece.lo:
                     pieces.setdefault(piece.shard, []).append(
@@ -130,7 +136,6 @@ def shard_specs(out_dir, settings, parts):
                         starts.setdefault(piece.shard, []).append(inside - piece.lo + at)
                         filled[piece.shard] = at + piece.hi - piece.lo
                 ends[piece.shard] = piece.end
-        del toks
     # the source's per-document counts line up with markers only when a marker opens each document
     with_counts = all(p.has_counts for p in parts) and bool(boundary.before)
     specs = []
@@ -150,6 +155,7 @@ def shard_specs(out_dir, settings, parts):
 def write_shard(spec):
     """Write one shard from its part ranges (engine-agnostic: a thread, or a Ray task); its ShardEntry."""
     dtype, eot = np.dtype(spec.dtype), spec.eot
+    files = files_at(spec.out_dir)
 
     def write(f):
         head = header_for(spec.fmt, dtype, spec.tokens)
@@ -157,29 +163,27 @@ def write_shard(spec):
         f.write(head)
         docs, count_sum = 0, 0
         for r in spec.pieces:
-            tok_path, counts_path, _ = part_paths(spec.out_dir, r.part)
-            toks = np.memmap(tok_path, dtype=dtype, mode="r")
-            d0 = r.batch_doc + int(np.count_nonzero(toks[r.batch_token : r.a] == eot))  # documents before token a
+            tok_name, counts_name, _ = part_names(r.part)
+            before = files.read_array(tok_name, dtype, r.batch_token, r.a)
+            d0 = r.batch_doc + int(np.count_nonzero(before == eot))  # documents before token a
             k = 0
             for x in range(r.a, r.b, CHUNK):
-                chunk = np.ascontiguousarray(toks[x : min(r.b, x + CHUNK)])
+                chunk = np.ascontiguousarray(files.read_array(tok_name, dtype, x, min(r.b, x + CHUNK)))
                 f.write(memoryview(chunk).cast("B"))
                 h.update(memoryview(chunk).cast("B"))
                 k += int(np.count_nonzero(chunk == eot))
             if spec.with_counts and k:
-                count_sum += int(np.memmap(counts_path, dtype="<i8", mode="r")[d0 : d0 + k].sum())
+                count_sum += int(files.read_array(counts_name, "<i8", d0, d0 + k).sum())
             docs += k
-            del toks
         return len(head) + spec.tokens * dtype.itemsize, h.hexdigest(), docs, count_sum
 
     name, _ = shard_name(spec.prefix, spec.index, spec.fmt)
-    tag = f".{socket.gethostname()}.{os.getpid()}"
     index_file = None
     if spec.doc_lengths is not None:  # megatron: the .idx is in place before its .bin
         data = megatron_index(spec.doc_lengths, dtype)
-        atomic_write(os.path.join(spec.out_dir, shard_files(spec.prefix, spec.index, spec.fmt)[0]), data, tag=tag)
+        files.write(shard_files(spec.prefix, spec.index, spec.fmt)[0], data)
         index_file = (len(data), hashlib.sha256(data).hexdigest())
-    nbytes, sha, docs, count_sum = atomic_write(os.path.join(spec.out_dir, name), write, tag=tag)
+    nbytes, sha, docs, count_sum = files.write(name, write)
     return make_entry(spec.prefix, spec.fmt, spec.index, spec.tokens, docs, nbytes, sha,
                       count_sum if spec.with_counts else None, spec.backends, spec.end, index_file)
 
@@ -194,59 +198,63 @@ def local_map(fn, items, workers):
 def assemble(out, log=print, map_fn=None, workers=2, t0=None):
     """Cut every shard from the parts, write manifest.json, remove parts/. Returns the Manifest.
 
-    out: an OutputDir held by the caller (--engine ray), or a path: then it is locked here."""
+    out: an OutputDir held by the caller (--engine ray), or a path or bucket URL: then it is locked here."""
     if not isinstance(out, OutputDir):
-        with OutputDir(out, create=False, what="assemble") as held:
+        with open_dir(out, create=False, what="assemble", log=log) as held:
             return assemble(held, log, map_fn, workers, t0)
     t0 = t0 or time.time()
     st = out.state()
     if st.manifest is not None and st.manifest.complete:
         # parts/ still there: the last run stopped while removing it, after the manifest was written
         out.remove_parts()
-        log(f"{out.path} is already complete ({len(st.manifest.shards)} shards); nothing to do")
+        log(f"{out.label} is already complete ({len(st.manifest.shards)} shards); nothing to do")
         return st.manifest
     if st.manifest is not None:
-        raise UserError(f"{out.path} holds a single-machine run, not parts to assemble; finish it with the "
+        raise UserError(f"{out.label} holds a single-machine run, not parts to assemble; finish it with the "
                         "command that started it")
-    plan = read_plan(out.path)
+    where = out.label  # a local directory, or the bucket URL: where the parts and shards are
+    plan = read_plan(where)
     settings = plan["settings"]
     out.prefix = settings["prefix"]
     out.remove_temp_files()  # of an assembly (or a rank) that was killed
-    parts = load_parts(out.path, plan)
-    specs = shard_specs(out.path, settings, parts)
-    state_path = os.path.join(out.path, PARTS, "assembled.json")
-    done = load_assembled(state_path, out.path, settings)
+    parts = load_parts(where, plan)
+    specs = shard_specs(where, settings, parts)
+    files = files_at(where)
+    done = load_assembled(files, settings)
     # which shards need each part, to delete the part once they are all written
     needs = {p.index: set() for p in parts}
     for s in specs:
         for r in s.pieces:
             needs[r.part].add(s.index)
     todo = [s for s in specs if s.index not in done]
-    log(f"assembling {len(todo)} of {len(specs)} shards from {len(parts)} parts in {out.path}")
-    tag = f".{socket.gethostname()}.{os.getpid()}"
+    log(f"assembling {len(todo)} of {len(specs)} shards from {len(parts)} parts in {where}")
+    # a format of whole documents finds document starts in every part (shard_specs): a rerun of a
+    # killed assembly needs them all again, so its parts stay until the manifest is written
+    release = not whole_documents(settings["format"])
     for entry in (map_fn or (lambda fn, xs: local_map(fn, xs, workers)))(write_shard, todo):
         done[entry.index] = entry
-        atomic_write(state_path, json.dumps([e.to_json() for e in done.values()]).encode(), tag=tag)
+        files.write(ASSEMBLED, json.dumps([e.to_json() for e in done.values()]).encode())
         log(f"wrote {entry.file}: {entry.tokens:,} tokens, {entry.docs:,} docs")
         for i, ks in needs.items():
-            if ks and ks <= done.keys():
+            if release and ks and ks <= done.keys():
                 out.release_part(i)
                 ks.clear()
     manifest = Manifest(out.path, settings, plan["source"], [done[k] for k in range(len(specs))], complete=True,
                         seconds=round(time.time() - t0, 1))
     manifest.save()
+    out.publish(manifest)
     out.remove_parts()
     return manifest
 
 
-def load_assembled(path, out_dir, settings):
-    """The shards an earlier assembly recorded and that are still on disk at their recorded size."""
+def load_assembled(files, settings):
+    """The shards an earlier assembly recorded and that are still there at their recorded size."""
     done = {}
-    try:
-        with open(path) as f:
-            entries = json.load(f)
-    except FileNotFoundError:
+    body = files.read(ASSEMBLED)
+    if body is None:
         return done
+    try:
+        entries = json.loads(body)
     except ValueError:
         return done  # written atomically, so never half; unreadable means tampered: redo every shard
     for e in entries if isinstance(entries, list) else []:
@@ -255,7 +263,6 @@ def load_assembled(path, out_dir, settings):
         except (ValueError, AttributeError, TypeError):
             continue
         sizes = [(entry.file, entry.bytes)] + ([(entry.index_file, entry.index_bytes)] if entry.index_file else [])
-        if all(os.path.exists(os.path.join(out_dir, f)) and os.path.getsize(os.path.join(out_dir, f)) == n
-               for f, n in sizes):
+        if all(files.size(f) == n for f, n in sizes):
             done[entry.index] = entry
     return done

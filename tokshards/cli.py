@@ -18,7 +18,6 @@ import threading
 import time
 import tomllib
 
-from .bucket import is_url, open_fs
 from .bucket import recorded as bucket_recorded
 from .encoders import BACKENDS
 from .errors import Interrupted, UserError
@@ -26,6 +25,7 @@ from .formats import FORMATS
 from .job import usable_cpus
 from .manifest import PREFIX_CHARS, valid_prefix
 from .outdir import URL, check_path, os_error_line, recorded_settings, recorded_source
+from .storage import is_url, open_fs
 
 DEFAULTS = {
     "dataset": "HuggingFaceFW/fineweb-edu", "remote": "sample-10BT", "input": None, "text_column": "text",
@@ -365,10 +365,6 @@ def check_engine(opts, max_tokens):
         if opts["overwrite"]:
             raise UserError("--overwrite with --rank would delete the other ranks' work; "
                             "delete the output directory yourself, then start every rank")
-    if opts["local_dir"] is not None and is_url(opts["local_dir"]) and (
-            opts["rank"] is not None or opts["engine"] != "local"):
-        raise UserError(f"--local-dir {opts['local_dir']}: a bucket takes one-machine runs so far; for --rank or "
-                        "--engine ray give a directory every machine sees (NFS, Lustre, a mounted bucket)")
     if max_tokens is not None and (opts["rank"] is not None or opts["engine"] != "local"):
         raise UserError("--max-tokens is for single-machine runs; drop it, or run without --engine/--rank")
 
@@ -423,9 +419,12 @@ def cmd_assemble(argv):
     p.add_argument("dir")
     p.add_argument("--nprocs", type=int, default=None, metavar="N", help="shards written at once (default: cores)")
     args = p.parse_args(argv)
-    check_path(args.dir, "assemble")
-    if not os.path.isdir(args.dir):
-        raise UserError(f"{args.dir}: no such directory; give the --local-dir of the ranks")
+    if is_url(args.dir):
+        open_fs(args.dir)  # its package is installed, the URL names a prefix in a bucket
+    else:
+        check_path(args.dir, "assemble")
+        if not os.path.isdir(args.dir):
+            raise UserError(f"{args.dir}: no such directory; give the --local-dir of the ranks")
     from .assemble import assemble
 
     t0 = time.time()

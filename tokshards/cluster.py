@@ -6,22 +6,24 @@
                                 `fineweb.py assemble DIR` cuts the shards once every rank is done.
 
 Either way the output is byte-identical to a single-machine run of the same command. The output
-directory must be shared by every machine (NFS, Lustre, a mounted bucket...). Ranks share its
-lock (they work side by side); the Ray driver and `assemble` hold it alone. Ray is imported only
+directory must be one every machine sees: shared storage (NFS, Lustre), or a bucket URL (s3://...),
+where the parts meet without any shared filesystem. Ranks share its lock (they work side by side);
+the Ray driver and `assemble` hold it alone. Ray is imported only
 here, and only for --engine ray.
 """
 import json
 import logging
 import os
-import socket
 import time
 from dataclasses import replace
 
 from .assemble import assemble, read_plan, write_shard
+from .bucket import open_dir
 from .errors import UserError
-from .manifest import create_file, fsync_dir, remove_file, source_mismatch, temp_name
-from .outdir import FOREIGN, PARTS, PARTS_STATE, RUN, OutputDir
+from .manifest import source_mismatch
+from .outdir import FOREIGN, PARTS, PARTS_STATE, RUN
 from .parts import load_done, tokenize_file
+from .storage import files_at, is_url
 
 # Environment a Ray worker needs to see what this process sees (Hub endpoint and token, caches).
 FORWARD_ENV = ("HF_", "HUGGING_FACE", "TIKTOKEN_", "FINEWEB_", "FASTOKENS_", "NO_PROXY", "no_proxy")
@@ -47,9 +49,8 @@ def prepare(job, out, world_size=None):
                         "--engine/--rank, or add --overwrite to start over")
     plan = {"settings": job.settings(), "source": job.source.describe(), "files": len(job.source.files),
             "world_size": world_size}
-    path = os.path.join(job.out_dir, PARTS, "job.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if st.kind != PARTS_STATE and create_once(path, (json.dumps(plan, indent=1) + "\n").encode()):
+    if st.kind != PARTS_STATE and files_at(job.out_dir).create_once(f"{PARTS}/job.json",
+                                                                   (json.dumps(plan, indent=1) + "\n").encode()):
         return plan
     old = read_plan(job.out_dir)  # another rank was first: its plan is the run's
     was = old.get("source") if isinstance(old.get("source"), dict) else {}
@@ -70,27 +71,9 @@ def prepare(job, out, world_size=None):
     return old
 
 
-def create_once(path, data):
-    """Write `path` with `data` only if it does not exist yet, atomically (a hard link of a complete
-    temporary file: exactly one of many processes racing wins). True if this process created it."""
-    tmp = temp_name(path, f".{socket.gethostname()}.{os.getpid()}")
-    with create_file(tmp) as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    try:
-        os.link(tmp, path)
-        fsync_dir(os.path.dirname(path))
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        remove_file(tmp)
-
-
 def run_rank(job, rank, world_size, nprocs, log=print):
     """Tokenize this rank's files (files[rank::world_size]) into parts, skipping finished ones."""
-    with OutputDir(job.out_dir, job.prefix, shared=True, what=f"rank {rank}") as out:
+    with open_dir(job.out_dir, job.prefix, shared=True, what=f"rank {rank}", log=log) as out:
         if prepare(job, out, world_size) is None:
             log(f"{job.out_dir} is already complete; nothing to do")
             return
@@ -118,7 +101,7 @@ def run_ray(job, address=None, nprocs=None, log=print, progress=None):
     except ImportError:
         raise UserError("--engine ray needs Ray: pip install -r requirements-ray.txt") from None
     job = _absolute_paths(job)  # Ray workers do not run in this directory
-    with OutputDir(job.out_dir, job.prefix, what="ray driver") as out:
+    with open_dir(job.out_dir, job.prefix, what="ray driver", log=log) as out:
         if prepare(job, out) is None:
             log(f"{job.out_dir} is already complete; nothing to do")
             return out.state().manifest
@@ -154,7 +137,8 @@ def _absolute_paths(job):
     spec = job.spec
     if spec.kind == "tokenizers":  # a tokenizer.json
         spec = replace(spec, name=os.path.abspath(spec.name))
-    return replace(job, out_dir=os.path.abspath(job.out_dir), source=source, spec=spec)
+    out_dir = job.out_dir if is_url(job.out_dir) else os.path.abspath(job.out_dir)
+    return replace(job, out_dir=out_dir, source=source, spec=spec)
 
 
 def _tokenize_one_cpu(job, i):

@@ -35,12 +35,12 @@ from .errors import UserError
 from .formats import check_file, sha256_file
 from .manifest import NAME as MANIFEST, Manifest, create_file, fsync_dir, remove_file
 from .shards import shard_files, shard_name, shard_pattern
+from .storage import URL
 
 LOCK = ".fineweb.lock"
 PARTS = "parts"
 MERGED = "merge.json"  # the train.bin / val.bin `merge` wrote here (merge.py)
 EMPTY, FOREIGN, RUN, PARTS_STATE = "empty", "foreign", "run", "parts"
-URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 PART_FILE = re.compile(r"^\d{6}\.(tokens|counts|json|json\.used)$")
 PARTS_FIXED = ("job.json", "assembled.json")
 
@@ -68,10 +68,16 @@ def _recorded(path, key):
         return None
 
 
-def part_paths(out_dir, i):
-    """(tokens, counts, record) of source file i's part: the names parts.py writes, assemble.py reads."""
-    base = os.path.join(out_dir, PARTS, f"{i:06d}")
+def part_names(i):
+    """(tokens, counts, record) of source file i's part, relative to the output directory: the names
+    parts.py writes, assemble.py reads."""
+    base = f"{PARTS}/{i:06d}"
     return base + ".tokens", base + ".counts", base + ".json"
+
+
+def part_paths(out_dir, i):
+    """part_names(i) in a local output directory."""
+    return tuple(os.path.join(out_dir, n) for n in part_names(i))
 
 
 @dataclass(frozen=True)
@@ -192,20 +198,50 @@ class OutputDir:
         except OSError:
             return ""
 
+    # --- the storage: what a bucket (bucket.BucketDir) does its own way; the rules below are the same ---
+    def _exists(self):
+        return os.path.isdir(self.path)
+
+    def _names(self, sub=""):
+        """The names in the directory (or in its subdirectory `sub`)."""
+        d = os.path.join(self.path, sub)
+        return os.listdir(d) if os.path.isdir(d) else []
+
+    def _has(self, name):
+        return os.path.exists(os.path.join(self.path, name))
+
+    def _remove(self, name):
+        _unlink(os.path.join(self.path, name))
+
+    def _remove_dir(self, sub):
+        try:
+            os.rmdir(os.path.join(self.path, sub))
+        except OSError:
+            pass  # something else is in it: it stays
+
+    def _mark(self, name):
+        """An empty marker file, on disk before anything that relies on it happens."""
+        with create_file(os.path.join(self.path, name)) as f:
+            os.fsync(f.fileno())
+        fsync_dir(os.path.dirname(os.path.join(self.path, name)))
+
+    def _sync(self):
+        fsync_dir(self.path)
+
     # --- the state ---
     def state(self):
-        if not os.path.isdir(self.path):
+        if not self._exists():
             return DirState(EMPTY)
         m = Manifest.load(self.path)
         if m is not None:
             return DirState(RUN, m)
-        if os.path.exists(os.path.join(self.path, PARTS, "job.json")):
+        if self._has(f"{PARTS}/job.json"):
             return DirState(PARTS_STATE)
-        foreign = tuple(sorted(f for f in os.listdir(self.path) if self.prefix and shard_pattern(self.prefix).match(f)))
+        foreign = tuple(sorted(f for f in self._names() if self.prefix and shard_pattern(self.prefix).match(f)))
         return DirState(FOREIGN, foreign=foreign) if foreign else DirState(EMPTY)
 
     def refuse_foreign(self, st):
-        raise UserError(foreign_line(self.path, st.foreign))
+        raise UserError(foreign_line(self.label, st.foreign))
 
     @property
     def label(self):
@@ -234,7 +270,7 @@ class OutputDir:
         that lists files that are gone, which the next run's check on disk finds and redoes."""
         for i in sorted(indices, reverse=True):
             for name in reversed(manifest.shards[i].files):  # a megatron .bin before its .idx
-                _unlink(os.path.join(self.path, name))
+                self._remove(name)
 
     def remove_unrecorded_next(self, manifest):
         """The shard renamed into place just before a crash, never entered in the manifest: the one
@@ -242,7 +278,7 @@ class OutputDir:
         --max-tokens) never does; either way it must not stay, or a loader that lists the directory reads it."""
         st = manifest.settings
         for name in reversed(shard_files(st["prefix"], len(manifest.shards), st["format"])):
-            _unlink(os.path.join(self.path, name))
+            self._remove(name)
 
     def remove_run(self, manifest):
         """--overwrite: every file this run's manifest accounts for, then the manifest itself."""
@@ -250,38 +286,32 @@ class OutputDir:
         self.remove_shards(manifest, range(len(manifest.shards)))
         if manifest.converting:  # files of a conversion in place not yet recorded
             for e in manifest.shards:
-                _unlink(os.path.join(self.path, shard_name(manifest.settings["prefix"], e.index,
-                                                           manifest.converting["to"])[0]))
+                self._remove(shard_name(manifest.settings["prefix"], e.index, manifest.converting["to"])[0])
         self.remove_unrecorded_next(manifest)
         for name in read_merged(self.path):  # made from the shards that just went (if still as merge left it)
             if merged_by_us(self.path, name):
-                _unlink(os.path.join(self.path, name))
-        _unlink(os.path.join(self.path, MERGED))
-        _unlink(manifest.path)
-        fsync_dir(self.path)
+                self._remove(name)
+        self._remove(MERGED)
+        self._remove(MANIFEST)
+        self._sync()
 
     def remove_parts(self):
         """parts/ and the files parts.py and assemble.py write in it, by name; anything else stays."""
-        d = os.path.join(self.path, PARTS)
-        if not os.path.isdir(d):
+        names = self._names(PARTS)
+        if not names and not self._has(PARTS):
             return
-        for name in os.listdir(d):
+        for name in names:
             if name in PARTS_FIXED or PART_FILE.match(name) or _is_ours_part_temp(name):
-                _unlink(os.path.join(d, name))
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass  # something else is in it: it stays
+                self._remove(f"{PARTS}/{name}")
+        self._remove_dir(PARTS)
 
     def release_part(self, i):
         """A part whose tokens every shard that needs them has recorded: its record stays (marked
         used, fsynced first) for a rerun's plan; its tokens go."""
-        tok_path, counts_path, meta_path = part_paths(self.path, i)
-        with create_file(meta_path + ".used") as f:
-            os.fsync(f.fileno())
-        fsync_dir(os.path.dirname(meta_path))
-        _unlink(tok_path)
-        _unlink(counts_path)
+        tokens, counts, record = part_names(i)
+        self._mark(record + ".used")
+        self._remove(tokens)
+        self._remove(counts)
 
     # --- what is on disk ---
     def check_shards(self, manifest):

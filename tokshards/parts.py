@@ -1,33 +1,32 @@
 """Stage 3, on many machines: one source file -> one part (that file's tokens, in order).
 
 `tokenize_file(job, i)` is the unit of distributed work (cluster.py runs it on Ray or for one
-rank of a Slurm array): a plain function, idempotent. It writes, in `{out_dir}/parts/`
-(outdir.part_paths):
+rank of a Slurm array): a plain function, idempotent. It writes, in `{out_dir}/parts/` (a local
+directory or a bucket prefix: storage.py; the names are outdir.part_names):
 
 - `{i:06d}.tokens`  the file's tokens (the shards' dtype, no header), framed by the document-boundary ids;
 - `{i:06d}.counts`  the source's token_count per document (int64), when the source has that column;
 - `{i:06d}.json`    counts, sha256, and where each batch of the file starts: what assemble.py
                     needs to cut the same shards, with the same manifest, as a single-machine run.
 
-Each file is written under a temporary name unique to the attempt, fsynced and renamed, and the
-.json comes last, so a part with a .json is complete. Run again, a task whose part is already
+Each file is written under a temporary name unique to the attempt, fsynced and renamed (in a
+bucket: uploaded), and the .json comes last, so a part with a .json is complete. Run again, a task whose part is already
 there checks its size and sha256 and returns at once.
 """
 import hashlib
 import json
 import os
-import socket
 from contextlib import closing
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .errors import UserError
-from .formats import sha256_file
-from .manifest import atomic_write, create_file, fsync_dir, remove_file, temp_name
-from .outdir import part_paths
+from .manifest import create_file
+from .outdir import PARTS, part_names
 from .pool import log_stderr, tokenize_in_order
 from .positions import Position
+from .storage import files_at
 
 
 @dataclass(frozen=True)
@@ -79,20 +78,24 @@ class Part:
 
 
 def load_done(out_dir, i, check_sha=True):
-    """Part i's record if the part is complete and intact (or already used by an assembly), else None."""
-    tok_path, counts_path, meta_path = part_paths(out_dir, i)
+    """Part i's record if the part is complete and intact (or already used by an assembly), else None.
+    In a bucket the sha256 is not read back (an object exists only complete; its size is checked)."""
+    files = files_at(out_dir)
+    tokens, counts, record = part_names(i)
     try:
-        with open(meta_path) as f:
-            part = Part.from_json(json.load(f), i)
-        if os.path.exists(meta_path + ".used"):  # written into shards already, then deleted by assemble
-            return part
-        if os.path.getsize(tok_path) != part.bytes:
+        body = files.read(record)
+        if body is None:
             return None
-        if part.has_counts and os.path.getsize(counts_path) != 8 * part.docs:
+        part = Part.from_json(json.loads(body), i)
+        if files.size(record + ".used") is not None:  # written into shards already, then deleted by assemble
+            return part
+        if files.size(tokens) != part.bytes:
+            return None
+        if part.has_counts and files.size(counts) != 8 * part.docs:
             return None
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-    if check_sha and sha256_file(tok_path) != part.sha256:
+    if check_sha and files.sha256(tokens) not in (None, part.sha256):
         return None
     return part
 
@@ -105,11 +108,10 @@ def tokenize_file(job, i, nprocs=0, log=None):
     done = load_done(job.out_dir, i)
     if done is not None:
         return replace(done, skipped=True)
-    paths = part_paths(job.out_dir, i)
-    os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
-    # unique per attempt: a task that Ray retries may overlap a lost node's attempt still running
-    tag = f".{socket.gethostname()}.{os.getpid()}"
-    tmp = [temp_name(p, tag) for p in paths[:2]]
+    files = files_at(job.out_dir)
+    names = part_names(i)
+    # temporary names unique per attempt: a task that Ray retries may overlap a lost node's attempt still running
+    tmp = [files.staging(n) for n in names[:2]]
     h, n, docs, batches = hashlib.sha256(), 0, 0, []
     with_counts = bool(getattr(job.source, "has_token_count", False))
     try:
@@ -133,17 +135,17 @@ def tokenize_file(job, i, nprocs=0, log=None):
             for f in (ftok, fcnt):
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp[0], paths[0])
+        files.put(tmp[0], names[0])
         if with_counts:
-            os.replace(tmp[1], paths[1])
+            files.put(tmp[1], names[1])
         else:
-            remove_file(tmp[1])
-        fsync_dir(os.path.dirname(paths[0]))
+            files.discard(tmp[1])
+        files.synced(PARTS)
     except BaseException:
         for t in tmp:
-            remove_file(t)
+            files.discard(t)
         raise
     part = Part(i, str(job.source.files[i]), n, n * np.dtype(job.dtype).itemsize, docs, h.hexdigest(), with_counts,
                 tuple(batches))
-    atomic_write(paths[2], (json.dumps(part.to_json()) + "\n").encode(), tag=tag)
+    files.write(names[2], (json.dumps(part.to_json()) + "\n").encode())  # last: a part with a record is complete
     return part

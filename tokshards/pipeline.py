@@ -16,7 +16,7 @@ from .encoders import backend_note
 from .errors import UserError
 from .job import usable_cpus
 from .manifest import Manifest, settings_mismatch, source_mismatch
-from .bucket import open_output
+from .bucket import open_dir
 from .outdir import FOREIGN, PARTS, PARTS_STATE, RUN
 from .pool import tokenize_in_order
 from .resume import DONE, ERROR, plan
@@ -79,7 +79,7 @@ def run(job, log=print, progress=None):
     note = backend_note(job.spec, job.backend)
     if note:
         log(note)
-    with open_output(job.out_dir, job.prefix, job.shard_size * np.dtype(job.dtype).itemsize, log) as out:
+    with open_dir(job.out_dir, job.prefix, shard_bytes=job.shard_size * np.dtype(job.dtype).itemsize, log=log) as out:
         m = open_manifest(out, job, log)
         out.remove_temp_files()
         if m is None:

@@ -64,6 +64,15 @@ class Separator:
         return m.span()
 
 
+    def cut_limit(self, buf, has_cr):
+        """Where a cut inside a giant document in `buf` must end by: before the last bytes, where a
+        separator may have begun, and before a separator that find() found but could not settle yet."""
+        limit = len(buf) - self.margin
+        if has_cr and (m := self.regex.search(buf)) is not None:
+            limit = min(limit, m.start())
+        return limit
+
+
 def printable(c):
     return 0x21 <= c <= 0x7E
 
@@ -138,8 +147,9 @@ def _raw_pieces(path, start, cont, sep, chunk_bytes, max_doc_bytes, end=None, en
             while len(buf) > max_doc_bytes:
                 if not cut:
                     raise GiantDocument(path, buf_off, max_doc_bytes)
-                # not within the last bytes where a separator may have begun
-                k = safe_cut(buf, window, len(buf) - separator.margin, cut)
+                # not within the last bytes where a separator may have begun, nor at or after one that
+                # more bytes may still settle (a regex match, with a "\r" in the buffer)
+                k = safe_cut(buf, window, separator.cut_limit(buf, has_cr), cut)
                 if k <= 0:
                     break  # no safe cut point yet: keep reading (memory grows with this run)
                 if not cont and on_giant is not None:

@@ -135,11 +135,17 @@ def is_tokenizer_file(name):
     repo OWNER/NAME, or a tiktoken name. A path that exists locally always wins over the Hub."""
     if name.endswith(".json") or os.path.isfile(name) or os.path.isfile(os.path.join(name, "tokenizer.json")):
         return True
+    if os.path.sep in name and os.path.exists(name):  # a directory without tokenizer.json: said on load
+        return True
     return os.path.sep in name and not REPO_ID.match(name)
 
 
 def _local_file(name):
-    return os.path.join(name, "tokenizer.json") if os.path.isdir(name) else name
+    if not os.path.isdir(name):
+        return name
+    if not os.path.isfile(os.path.join(name, "tokenizer.json")):
+        raise UserError(f"--tokenizer {name}: this directory holds no tokenizer.json")
+    return os.path.join(name, "tokenizer.json")
 
 
 def load(name, eot_token=None, policy=None, revision=None):
@@ -184,12 +190,12 @@ def _load_tiktoken(name, eot_token, policy):
         eot_token, eot = "<|endoftext|>", enc.eot_token
         eot_token = next((t for t, i in parts["special_tokens"].items() if i == eot), eot_token)
     else:
-        try:
-            eot = enc.encode_single_token(eot_token)
-        except (KeyError, TypeError):
+        # a special token only: text can encode to an ordinary one, and documents would run together
+        if eot_token not in enc.special_tokens_set:
             specials = ", ".join(sorted(enc.special_tokens_set))
-            raise UserError(f"--eot-token {eot_token!r} is not a single token of {name} "
-                            f"(its special tokens: {specials})") from None
+            raise UserError(f"--eot-token {eot_token!r} is not a special token of {name} "
+                            f"(its special tokens: {specials})")
+        eot = enc.encode_single_token(eot_token)
     # tiktoken's encodings have one end-of-text token and no BOS: GPT-2's convention puts it before
     # every document (build-nanogpt, llm.c), or after it (Megatron's --append-eod) if asked.
     policy = policy or "eot-before"
@@ -293,7 +299,11 @@ def _load_json(name, path, eot_token, policy, config, revision):
         raise UserError(f"tokenizer file not found: {path}") from None
     except OSError as e:
         raise UserError(f"cannot read the tokenizer file {path}: {e.strerror}") from None
-    tok = load_json_tokenizer(path, raw.decode("utf-8", "replace"))
+    try:
+        text = raw.decode("utf-8")  # JSON is UTF-8; the workers build their encoders from this text
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}): not a tokenizer.json") from None
+    tok = load_json_tokenizer(path, text)
     vocab = tok.get_vocab(with_added_tokens=True)
     where = name if config is None else f"{name} (tokenizer_config.json)"
     if config is not None:
@@ -304,6 +314,10 @@ def _load_json(name, path, eot_token, policy, config, revision):
     if eot_token is not None:  # the user's end-of-text token: EOS of every policy, the one token of eot-before
         if eot_token not in vocab:
             raise UserError(f"{name}: --eot-token {eot_token!r} is not in the vocabulary")
+        # a special token only: text can encode to an ordinary one, and documents would run together
+        if eot_token not in {t.content for t in tok.get_added_tokens_decoder().values() if t.special}:
+            raise UserError(f"{name}: --eot-token {eot_token!r} is an ordinary token (text encodes to it); "
+                            "name a special token")
         eos = eot_token
     for what, t in (("BOS", bos), ("EOS", eos)):
         if t is not None and t not in vocab:
@@ -334,7 +348,7 @@ def _load_json(name, path, eot_token, policy, config, revision):
     cut_rule = GPT2_CUT_RULE if json_pattern(raw) in JSON_CUT_PATTERNS else None
     spec = TokenizerSpec(name, "tokenizers", boundary, n_vocab, _dtype(n_vocab), hashlib.sha256(raw).hexdigest(),
                          cut_rule, specials, revision, fast_key(raw) in PROVEN_FAST)
-    return spec, raw.decode("utf-8")
+    return spec, text
 
 
 def json_pattern(raw):

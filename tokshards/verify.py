@@ -5,12 +5,12 @@ import tempfile
 
 import numpy as np
 
-from .bucket import Bucket, is_url
 from .errors import UserError
 from .formats import check_file, open_tokens, read_megatron_index, sha256_file
 from .manifest import NAME as MANIFEST, Manifest
-from .outdir import PARTS, OutputDir
+from .outdir import LOCK, PARTS, OutputDir
 from .shards import shard_pattern
+from .storage import BucketFiles, is_url
 
 
 def verify(out_dir):
@@ -42,7 +42,7 @@ def verify(out_dir):
 
 
 def verify_bucket(url):
-    bucket = Bucket(url)
+    bucket = BucketFiles(url)
     with tempfile.TemporaryDirectory(prefix="fineweb-verify-") as tmp:
         body = bucket.read(MANIFEST)
         if body is None:
@@ -66,7 +66,7 @@ def verify_bucket(url):
             docs, tokens = docs + n_docs, tokens + n_tokens
         pattern = shard_pattern(m.settings["prefix"])
         problems += extra_problems([f for f in sorted(names) if pattern.match(f)], m)
-        holder = bucket.holder()
+        holder = bucket.holder(LOCK)
         for key, _ in bucket.unfinished_uploads(lambda name: bool(pattern.match(name))):
             why = f"{holder} is writing it" if holder else "a run was killed: rerun it to remove this"
             problems.append(f"leftover unfinished upload: {key.rsplit('/', 1)[-1]} ({why})")

@@ -1,0 +1,303 @@
+"""Files of an output directory by name, in a local directory or under a bucket prefix (s3://, or any
+fsspec URL whose package is installed): what parts.py, assemble.py and cluster.py read and write,
+the same way for both. Which of them may be deleted is decided by outdir.py alone.
+
+A file becomes visible under its name only when complete: locally a temporary name, fsync and
+rename; in a bucket the upload itself (an object store shows an object once its PUT, or the
+completion of its multipart upload, succeeds; s3fs picks a part size under S3's 10,000 parts).
+
+Credentials and endpoint come the usual way (AWS_* variables, profiles, AWS_ENDPOINT_URL for MinIO
+or R2) and are never printed. botocore and s3fs retry throttling, 5xx and dropped connections;
+what they give up on becomes one line (error_line).
+"""
+import json
+import os
+import re
+import socket
+import tempfile
+
+import numpy as np
+
+from .errors import UserError
+from .formats import sha256_file
+from .manifest import atomic_write, create_file, fsync_dir, remove_file, temp_name
+
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+STAGING = "fineweb-stage-"  # the local directories a bucket's files are written in before their upload
+PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+
+
+def is_url(path):
+    return bool(URL.match(str(path)))
+
+
+def open_fs(url):
+    """(filesystem, root "bucket/prefix") for a URL, or one line saying what is missing."""
+    import fsspec  # here, not at the top: only a bucket needs it (and `--help` stays quick)
+
+    protocol = str(url).split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as e:
+        package = PACKAGES.get(protocol)
+        raise UserError(f"{url}: {protocol}:// needs " + (f"the package {package}: pip install {package}" if package
+                        else f"a package fsspec names: {e}")) from None
+    except ValueError:
+        raise UserError(f"{url}: fsspec knows no protocol {protocol}://; give a local directory or an "
+                        "s3:// (gs://, az://, ...) URL") from None
+    # listings are read fresh each time: another machine (or a killed run) may have changed them
+    fs, root = fsspec.core.url_to_fs(str(url), use_listings_cache=False, skip_instance_cache=True)
+    root = root.rstrip("/")
+    if "/" not in root:
+        raise UserError(f"{url}: give a prefix inside the bucket ({protocol}://BUCKET/NAME), not the bucket's root")
+    return fs, root
+
+
+def error_line(e, url):
+    """The one line for a failure the storage client gave up on (never with credentials in it)."""
+    name = type(e).__name__
+    text = str(e).splitlines()[0][:200] if str(e) else name
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return (f"{url}: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE "
+                "(AWS_ENDPOINT_URL for MinIO, R2 or another S3-compatible store)")
+    if isinstance(e, PermissionError) or any(k in text for k in ("InvalidAccessKeyId", "SignatureDoesNotMatch",
+                                                                "AccessDenied", "Forbidden")):
+        return (f"{url}: access refused ({text}); check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and "
+                "that they may read and write this bucket")
+    if isinstance(e, FileNotFoundError) and "bucket" in text.lower():
+        return f"{url}: the bucket does not exist ({text}); create it, or check the name and AWS_ENDPOINT_URL"
+    return (f"{url}: the storage failed ({name}: {text}); check the endpoint and the network, then rerun the same "
+            "command to resume")
+
+
+def files_at(root):
+    """The files under `root`: a local directory, or a bucket URL."""
+    return BucketFiles(root) if is_url(root) else LocalFiles(root)
+
+
+def _tag():
+    """Unique per process: a task that Ray retries may overlap a lost node's attempt still running."""
+    return f".{socket.gethostname()}.{os.getpid()}"
+
+
+def _discard(local):
+    """A local copy that has done its work, and the directory staging() made for it once empty."""
+    try:
+        os.unlink(local)
+    except FileNotFoundError:
+        pass
+    d = os.path.dirname(local)
+    if os.path.basename(d).startswith(STAGING):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass  # not empty: a run's staging directory, which its owner removes
+
+
+class LocalFiles:
+    def __init__(self, root):
+        self.root = str(root)
+
+    def path(self, name):
+        return os.path.join(self.root, name)
+
+    def size(self, name):
+        try:
+            return os.path.getsize(self.path(name))
+        except OSError:
+            return None
+
+    def read(self, name):
+        """The file's bytes, or None if there is none."""
+        try:
+            with open(self.path(name), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def read_array(self, name, dtype, a, b):
+        """Items [a, b) of a file of `dtype` values (memory-mapped: nothing is read until used)."""
+        if b <= a:
+            return np.empty(0, dtype=dtype)
+        return np.memmap(self.path(name), dtype=dtype, mode="r")[a:b]
+
+    def sha256(self, name):
+        return sha256_file(self.path(name))
+
+    def discard(self, local):
+        remove_file(local)
+
+    def staging(self, name):
+        """A new local file for `name` to be written to, then given to put(); its directory exists."""
+        path = temp_name(self.path(name), _tag())
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def put(self, local, name):
+        """A complete, fsynced local file from staging() takes its name."""
+        os.replace(local, self.path(name))
+
+    def synced(self, sub):
+        fsync_dir(self.path(sub))
+
+    def write(self, name, write):
+        """Write a file atomically: `write` is bytes or a function of the open file (its result is returned)."""
+        os.makedirs(os.path.dirname(self.path(name)), exist_ok=True)
+        return atomic_write(self.path(name), write, tag=_tag())
+
+    def create_once(self, name, data):
+        """Write `name` only if it does not exist yet, atomically (a hard link of a complete temporary
+        file: exactly one of many processes racing wins). True if this process created it."""
+        path = self.path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = temp_name(path, _tag())
+        with create_file(tmp) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+            fsync_dir(os.path.dirname(path))
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            remove_file(tmp)
+
+
+class BucketFiles:
+    """A prefix in a bucket: objects by name, every failure as one line."""
+
+    def __init__(self, url):
+        self.url = str(url).rstrip("/")
+        self.fs, self.root = open_fs(self.url)
+
+    def key(self, name):
+        return f"{self.root}/{name}"
+
+    def call(self, fn, *args, keep=(), **kw):
+        """fn(*args, **kw); what the client gave up on becomes one line, but for the exceptions in
+        `keep`, which the caller handles."""
+        try:
+            return fn(*args, **kw)
+        except keep:
+            raise
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(error_line(e, self.url)) from None
+
+    def listing(self, sub=""):
+        """{name: size} of the objects directly under the prefix (or its `sub` folder)."""
+        where = self.key(sub) if sub else self.root
+        try:
+            entries = self.call(self.fs.ls, where, detail=True, keep=FileNotFoundError)
+        except FileNotFoundError:
+            return {}
+        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: (e.get("size") if e.get("type") != "directory" else None)
+                for e in entries}
+
+    def size(self, name):
+        try:
+            return self.call(self.fs.info, self.key(name), keep=FileNotFoundError).get("size")
+        except FileNotFoundError:
+            return None
+
+    def sha256(self, name):
+        return None  # not read back: an object exists only complete, and its size is checked
+
+    def discard(self, local):
+        _discard(local)
+
+    def read(self, name):
+        try:
+            return self.call(self.fs.cat_file, self.key(name), keep=FileNotFoundError)
+        except FileNotFoundError:
+            return None
+
+    def get(self, name, local):
+        """Download an object to a local file."""
+        self.call(self.fs.get_file, self.key(name), local)
+
+    def read_array(self, name, dtype, a, b):
+        """Items [a, b) of an object of `dtype` values: one ranged GET."""
+        dtype = np.dtype(dtype)
+        if b <= a:
+            return np.empty(0, dtype=dtype)
+        data = self.call(self.fs.cat_file, self.key(name), start=a * dtype.itemsize, end=b * dtype.itemsize)
+        if len(data) != (b - a) * dtype.itemsize:
+            raise UserError(f"{self.url}/{name}: read {len(data):,} bytes at {a * dtype.itemsize:,}, expected "
+                            f"{(b - a) * dtype.itemsize:,}; was it changed? rerun the same command")
+        return np.frombuffer(data, dtype=dtype)
+
+    def staging(self, name):
+        d = tempfile.mkdtemp(prefix=STAGING)
+        return os.path.join(d, os.path.basename(name))
+
+    def put(self, local, name):
+        """Upload a complete local file under its name, check the size the store holds, and remove the
+        local file (and the directory staging() made for it, once empty)."""
+        size = os.path.getsize(local)
+        try:
+            self.call(self.fs.put_file, local, self.key(name))
+            have = self.call(self.fs.info, self.key(name)).get("size")
+            if have != size:
+                raise UserError(f"{self.url}/{name}: uploaded {size:,} bytes but the store holds {have}; rerun "
+                                "the same command to resume")
+        finally:
+            _discard(local)
+
+    def synced(self, sub):
+        pass  # an object is durable once its upload returned
+
+    def write(self, name, write):
+        local = self.staging(name)
+        try:
+            result = atomic_write(local, write)
+        except BaseException:
+            _discard(local)
+            raise
+        self.put(local, name)
+        return result
+
+    def create_once(self, name, data):
+        """A conditional PUT (If-None-Match): True if this process created the object."""
+        try:
+            self.call(self.fs.pipe_file, self.key(name), data, mode="create", keep=FileExistsError)
+            return True
+        except FileExistsError:
+            return False
+
+    def overwrite(self, name, data):
+        self.call(self.fs.pipe_file, self.key(name), data)
+
+    def remove(self, name):
+        try:
+            self.call(self.fs.rm_file, self.key(name), keep=FileNotFoundError)
+        except FileNotFoundError:
+            pass
+
+    def unfinished_uploads(self, ours):
+        """[(key, upload id)] of the multipart uploads under the prefix never completed whose name
+        (relative to the prefix) `ours` accepts."""
+        if not hasattr(self.fs, "list_multipart_uploads"):
+            return []
+        bucket, prefix = self.root.split("/", 1)
+        out = []
+        for up in self.call(self.fs.list_multipart_uploads, bucket):
+            key = up.get("Key", "")
+            if key.startswith(prefix + "/") and ours(key[len(prefix) + 1:]):
+                out.append((key, up["UploadId"]))
+        return out
+
+    def abort_upload(self, key, upload):
+        bucket = self.root.split("/", 1)[0]
+        self.call(self.fs.call_s3, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload)
+
+    def holder(self, lock):
+        """Who holds the lock object ("" for nobody)."""
+        try:
+            h = json.loads(self.read(lock))
+            return f"fineweb.py {h.get('what', 'run')} on host {h['host']}, pid {h['pid']}"
+        except (TypeError, ValueError, KeyError, AttributeError):
+            return ""
