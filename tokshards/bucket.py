@@ -24,7 +24,7 @@ import threading
 import time
 
 from .errors import UserError
-from .manifest import NAME as MANIFEST
+from .manifest import NAME as MANIFEST, Manifest
 from .outdir import LOCK, PART_FILE, PARTS, PARTS_FIXED, OutputDir, human_bytes
 from .shards import shard_pattern
 from .storage import STAGING, BucketFiles, is_url
@@ -244,6 +244,14 @@ def recorded(url, key):
         return json.loads(body).get(key)
     except (UserError, TypeError, ValueError, AttributeError):
         return None
+
+
+def manifest_at(where):
+    """The Manifest of a local output directory or a bucket URL (None if it has none), for reading only."""
+    if not is_url(where):
+        return Manifest.load(where)
+    body = BucketFiles(where).read(MANIFEST)
+    return None if body is None else Manifest.parse(str(where).rstrip("/"), body)
 
 
 def open_dir(path, prefix=None, shared=False, create=True, what="run", shard_bytes=0, log=print):

@@ -1,4 +1,4 @@
-"""`fineweb.py inspect DIR`: the manifest in brief, then the first documents of a shard as text.
+"""`fineweb.py inspect DIR` (or a bucket URL): the manifest in brief, then the first documents of a shard as text.
 
     python fineweb.py inspect edu_fineweb10B                     # shard 0, first 3 documents
     python fineweb.py inspect edu_fineweb10B --shard 5 --docs 10 --chars 200
@@ -14,9 +14,10 @@ import os
 
 import numpy as np
 
+from .bucket import manifest_at
 from .errors import UserError
 from .formats import open_tokens
-from .manifest import Manifest
+from .storage import BucketFiles, RemoteTokens, is_url
 
 CHUNK = 1 << 20  # tokens scanned at a time for end-of-text ids
 
@@ -75,9 +76,10 @@ def cmd_inspect(argv):
     p.add_argument("--docs", type=int, default=3, metavar="N", help="documents to show (default 3)")
     p.add_argument("--chars", type=int, default=300, metavar="N", help="characters of each to show (default 300)")
     args = p.parse_args(argv)
-    if not os.path.isdir(args.dir):
+    remote = is_url(args.dir)
+    if not remote and not os.path.isdir(args.dir):
         raise UserError(f"{args.dir}: no such directory; give the --local-dir of a fineweb.py run")
-    m = Manifest.load(args.dir)
+    m = manifest_at(args.dir)
     if m is None:
         raise UserError(f"{args.dir} has no manifest.json: not an output directory of fineweb.py")
     print("\n".join(summary(m, args.dir)))
@@ -92,7 +94,10 @@ def cmd_inspect(argv):
     spec, prebuilt = load(st["tokenizer"], revision=st.get("tokenizer_revision"))
     tok = make_encoder(spec, backend="tiktoken", prebuilt=prebuilt)
     try:
-        tokens = open_tokens(os.path.join(args.dir, s.file), m.shard_format(s), st["dtype"])
+        if remote:  # read by ranged GETs, only what is shown
+            tokens = RemoteTokens(BucketFiles(args.dir), s.file, st["dtype"], s.tokens, s.bytes)
+        else:
+            tokens = open_tokens(os.path.join(args.dir, s.file), m.shard_format(s), st["dtype"])
     except (OSError, ValueError) as e:
         raise UserError(f"{s.file}: {e}; check the directory with: python fineweb.py verify {args.dir}") from None
     print(f"\nshard {args.shard}: {s.file} ({s.split}), {len(tokens):,} tokens, {s.docs:,} documents")

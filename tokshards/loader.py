@@ -20,6 +20,7 @@ import numpy as np
 from .formats import LLMC, LLMC_HEADER_BYTES, MEGATRON_CODES, MEGATRON_MAGIC, open_tokens
 from .errors import UserError
 from .manifest import Manifest
+from .storage import is_url
 
 SHARD_NAME = re.compile(r"_(val|train)_\d{6}\.(bin|npy)$")
 
@@ -59,6 +60,9 @@ def list_shards(data, split="train", dtype=None):
     `data` is an output directory (its manifest.json says everything), a directory without one
     (files named like *_train_000001.bin/.npy, or nanoGPT's train.bin, sorted by name; format
     from each file's header), one file, or a list of shard paths."""
+    if isinstance(data, (str, os.PathLike)) and is_url(data):
+        raise ValueError(f"{data}: the loader memory-maps local files; copy the shards first (aws s3 sync {data} DIR, "
+                         "gsutil rsync, ...) and give DIR")
     if not isinstance(data, (str, os.PathLike)) or os.path.isfile(data):
         paths = [data] if isinstance(data, (str, os.PathLike)) else data
         return [(str(p), *shard_format(str(p), dtype)) for p in paths]

@@ -181,6 +181,12 @@ class Manifest:
             raise UserError(f"{path} is a directory, not this tool's manifest; use another --local-dir") from None
         except OSError as e:
             raise UserError(f"cannot read {path}: {e.strerror}") from None
+        return cls.parse(out_dir, raw)
+
+    @classmethod
+    def parse(cls, out_dir, raw):
+        """The manifest of out_dir (a directory, or a bucket URL it was read from) from its bytes."""
+        path = os.path.join(out_dir, NAME)
         try:
             data = json.loads(raw)
         except ValueError as e:

@@ -18,19 +18,23 @@ import json
 import os
 from dataclasses import replace
 
+import numpy as np
+
+from .bucket import manifest_at, open_dir
 from .errors import UserError
 from .formats import FORMATS, header_bytes, open_tokens, sha256_file, write_shard
 from .manifest import Manifest, atomic_write, remove_file
 from .outdir import EMPTY, FOREIGN, MERGED, RUN, OutputDir, merged_by_us, read_merged
 from .shards import shard_name
+from .storage import BucketFiles, RemoteTokens, is_url
 
 CHUNK = 1 << 24  # tokens copied at a time
 
 
 def load_manifest(d):
-    if not os.path.isdir(d):
+    if not is_url(d) and not os.path.isdir(d):
         raise UserError(f"{d}: no such directory; give the --local-dir of a finished fineweb.py run")
-    m = Manifest.load(d)
+    m = manifest_at(d)
     if m is None:
         raise UserError(f"{d} has no manifest.json: not an output directory of fineweb.py (make one with it first)")
     return m
@@ -50,9 +54,16 @@ def read_checked(m, s):
     """Yield a shard's tokens in chunks, checking its size and sha256 against the manifest entry."""
     st, path = m.settings, os.path.join(m.out_dir, s.file)
     try:
-        if os.path.getsize(path) != s.bytes:
-            raise ValueError(f"{os.path.getsize(path):,} bytes, manifest says {s.bytes:,}")
-        tokens = open_tokens(path, m.shard_format(s), st["dtype"])
+        if is_url(m.out_dir):  # ranged GETs, a chunk at a time
+            files = BucketFiles(m.out_dir)
+            size = files.size(s.file)
+            if size != s.bytes:
+                raise ValueError("missing" if size is None else f"{size:,} bytes, manifest says {s.bytes:,}")
+            tokens = RemoteTokens(files, s.file, st["dtype"], s.tokens, s.bytes)
+        else:
+            if os.path.getsize(path) != s.bytes:
+                raise ValueError(f"{os.path.getsize(path):,} bytes, manifest says {s.bytes:,}")
+            tokens = open_tokens(path, m.shard_format(s), st["dtype"])
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: {e}; check the directory with: python fineweb.py verify {m.out_dir}") from None
     h = hashlib.sha256(header_bytes(m.shard_format(s), tokens))
@@ -93,7 +104,7 @@ def to_nanogpt(m, out, say):
         n, sha = atomic_write(path, write)
         st = os.stat(path)
         record[name] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha,
-                        "from": os.path.abspath(m.out_dir)}
+                        "from": m.out_dir if is_url(m.out_dir) else os.path.abspath(m.out_dir)}
         atomic_write(record_path, (json.dumps({"tool": "fineweb.py merge", "files": record}, indent=1) + "\n").encode())
         say(f"wrote {path}: {n:,} tokens from {len(shards)} shard(s)")
     np_name = "np.uint16" if dtype == "<u2" else "np.uint32"
@@ -139,7 +150,7 @@ def convert_in_place(m, out, fmt, say):
 def convert_to(m, out, fmt, say):
     """Write every shard of m in format fmt into another directory, with its own manifest."""
     st = out.state()
-    src_abs = os.path.abspath(m.out_dir)
+    src_abs = m.out_dir if is_url(m.out_dir) else os.path.abspath(m.out_dir)
     if st.kind == RUN and (st.manifest.converting or {}).get("from") == src_abs and st.manifest.converting["to"] == fmt:
         new = st.manifest  # an interrupted conversion of the same directory: go on
     elif st.kind == RUN and not st.manifest.converting and st.manifest.settings == dict(m.settings, format=fmt) \
@@ -169,6 +180,9 @@ def convert_to(m, out, fmt, say):
 
 
 def _convert_one(m, s, dst, fmt, old_fmt, dtype):
+    if is_url(m.out_dir):  # one shard in memory (checked as it arrives), then written
+        tokens = np.concatenate(list(read_checked(m, s)) or [np.empty(0, dtype=dtype)])
+        return atomic_write(dst, lambda f: write_shard(f, fmt, tokens))
     for _ in read_checked(m, s):  # check size, header and sha256 before writing anything from it
         pass
     src = os.path.join(m.out_dir, s.file)
@@ -196,9 +210,13 @@ def cmd_merge(argv):
     if args.format is not None and args.format not in FORMATS:
         raise UserError(f"--format {args.format!r}: choose one of {', '.join(FORMATS)}")
     say = (lambda msg: None) if args.quiet else print
+    if is_url(args.dir) and (args.out is None or is_url(args.out)):
+        raise UserError(f"merge from {args.dir} writes local files: give --out LOCAL_DIR")
+    if args.out is not None and is_url(args.out):
+        raise UserError(f"--out {args.out}: merge writes local files; give a local directory")
     m = load_manifest(args.dir)  # (one-line errors before anything is locked)
     out_dir = args.out or args.dir
-    in_place = os.path.isdir(out_dir) and os.path.samefile(out_dir, args.dir)
+    in_place = not is_url(args.dir) and os.path.isdir(out_dir) and os.path.samefile(out_dir, args.dir)
     fmt = m.settings["format"]
     if args.format and "megatron" in (args.format, fmt) and args.format != fmt:
         # megatron shards end at document starts, the others at exactly --shard-size tokens: another cut
@@ -210,8 +228,8 @@ def cmd_merge(argv):
                         "uint16/uint32; rerun with --format bin for a train.bin/val.bin")
     if args.format == "llmc" and m.settings["shard_size"] >= 2**31:
         raise UserError("llm.c shards hold fewer than 2**31 tokens; these shards are larger")
-    with OutputDir(args.dir, m.settings["prefix"], shared=not in_place, create=False, what="merge") as src:
-        m = load_manifest(src.path)  # again, under the lock
+    with open_dir(args.dir, m.settings["prefix"], shared=not in_place, create=False, what="merge") as src:
+        m = load_manifest(src.label)  # again, under the lock
         if not (in_place and m.converting and m.converting["to"] == args.format):
             check_finished(m)
         if in_place:

@@ -64,7 +64,7 @@ def error_line(e, url):
                                                                 "AccessDenied", "Forbidden")):
         return (f"{url}: access refused ({text}); check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and "
                 "that they may read and write this bucket")
-    if isinstance(e, FileNotFoundError) and "bucket" in text.lower():
+    if isinstance(e, FileNotFoundError) and ("NoSuchBucket" in text or "bucket does not exist" in text.lower()):
         return f"{url}: the bucket does not exist ({text}); create it, or check the name and AWS_ENDPOINT_URL"
     return (f"{url}: the storage failed ({name}: {text}); check the endpoint and the network, then rerun the same "
             "command to resume")
@@ -219,15 +219,16 @@ class BucketFiles:
         """Download an object to a local file."""
         self.call(self.fs.get_file, self.key(name), local)
 
-    def read_array(self, name, dtype, a, b):
-        """Items [a, b) of an object of `dtype` values: one ranged GET."""
+    def read_array(self, name, dtype, a, b, offset=0):
+        """Items [a, b) of an object of `dtype` values after `offset` bytes (a header): one ranged GET."""
         dtype = np.dtype(dtype)
         if b <= a:
             return np.empty(0, dtype=dtype)
-        data = self.call(self.fs.cat_file, self.key(name), start=a * dtype.itemsize, end=b * dtype.itemsize)
-        if len(data) != (b - a) * dtype.itemsize:
-            raise UserError(f"{self.url}/{name}: read {len(data):,} bytes at {a * dtype.itemsize:,}, expected "
-                            f"{(b - a) * dtype.itemsize:,}; was it changed? rerun the same command")
+        start, end = offset + a * dtype.itemsize, offset + b * dtype.itemsize
+        data = self.call(self.fs.cat_file, self.key(name), start=start, end=end)
+        if len(data) != end - start:
+            raise UserError(f"{self.url}/{name}: read {len(data):,} bytes at {start:,}, expected {end - start:,}; "
+                            f"was it changed? check it with: python fineweb.py verify {self.url}")
         return np.frombuffer(data, dtype=dtype)
 
     def staging(self, name):
@@ -301,3 +302,20 @@ class BucketFiles:
             return f"fineweb.py {h.get('what', 'run')} on host {h['host']}, pid {h['pid']}"
         except (TypeError, ValueError, KeyError, AttributeError):
             return ""
+
+
+class RemoteTokens:
+    """A shard's tokens in a bucket, read by ranged GETs as they are sliced: what open_tokens'
+    memory map is for a local shard (len() and slices of it)."""
+
+    def __init__(self, files, name, dtype, tokens, nbytes):
+        self.files, self.name, self.dtype, self.n = files, name, np.dtype(dtype), tokens
+        self.offset = nbytes - tokens * self.dtype.itemsize  # the header, if the format has one
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, sl):
+        a, b, step = sl.indices(self.n)
+        assert step == 1, "slices only"
+        return self.files.read_array(self.name, self.dtype, a, b, self.offset)
