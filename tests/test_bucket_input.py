@@ -216,7 +216,7 @@ def test_a_store_that_fails_mid_read_is_one_line(s3, inputs, tmp_path, nprocs):
                         r.stderr), r.stderr
 
 
-def test_one_line_for_a_missing_prefix_bucket_credentials_or_s3fs(s3, inputs, tmp_path):
+def test_one_line_for_a_missing_prefix_bucket_credentials_or_s3fs(s3, inputs, bucket, tmp_path):
     def error(env, *input_args):
         r = run(env, "--input", *input_args, *ARGS, "--local-dir", tmp_path / "out")
         assert r.returncode == 1, r.stderr
@@ -225,6 +225,8 @@ def test_one_line_for_a_missing_prefix_bucket_credentials_or_s3fs(s3, inputs, tm
 
     assert error(s3, "s3://inputs/data/nothing/") == [
         "fineweb.py: error: --input s3://inputs/data/nothing/: no such object or prefix"]
+    assert error(s3, f"s3://{bucket[0]}/data/") == [  # (a bucket named "bucket...": still the prefix missing)
+        f"fineweb.py: error: --input s3://{bucket[0]}/data/: no such object or prefix"]
     assert error(s3, "s3://inputs/data/txt/README.md") == [
         "fineweb.py: error: --input s3://inputs/data/txt/README.md: no such object or prefix"]
     Store(s3).fs.pipe_file("inputs/other/notes.bin", b"x")

@@ -63,7 +63,8 @@ def is_prefix(url, fs, key):
     try:
         return fs.info(key)["type"] == "directory"
     except Exception as e:
-        if isinstance(e, FileNotFoundError) and "bucket" not in str(e).lower():  # the bucket is there
+        # s3fs says "The specified bucket does not exist" for a missing bucket, the key for a missing key
+        if isinstance(e, FileNotFoundError) and "specified bucket" not in str(e).lower():
             raise UserError(f"--input {url}: no such object or prefix") from None
         raise UserError(error_line(e, url)) from None
 
