@@ -24,7 +24,7 @@ from .errors import Interrupted, UserError
 from .formats import FORMATS
 from .job import usable_cpus
 from .manifest import PREFIX_CHARS, valid_prefix
-from .outdir import URL, check_path, os_error_line, recorded_settings, recorded_source
+from .outdir import check_path, os_error_line, recorded_settings, recorded_source
 from .storage import is_url, open_fs
 
 DEFAULTS = {
@@ -92,7 +92,8 @@ def build_parser():
     src.add_argument("--dataset", default=S, metavar="REPO",
                      help="Hub dataset id, or a local directory laid out like one (default HuggingFaceFW/fineweb-edu)")
     src.add_argument("--input", nargs="+", default=S, metavar="PATH",
-                     help="local files, directories or globs instead of the Hub: .parquet, .jsonl/.json (.gz/.zst), text")
+                     help="local files, directories or globs, or s3://BUCKET/PREFIX (an object, or every object under the "
+                     "prefix), instead of the Hub: .parquet, .jsonl/.json (.gz/.zst), text")
     src.add_argument("--text-column", default=S, metavar="NAME", help="column/field holding the text (default text)")
     src.add_argument("--doc-separator", default=S, metavar="STR",
                      help="plain text: string between documents, backslash escapes allowed (default \\n\\n); "
@@ -220,9 +221,8 @@ def check_opts(opts):
         else:
             check_path(opts["local_dir"])
     for p in opts["input"] or ():
-        if URL.match(str(p)):
-            raise UserError(f"--input {p}: URLs (s3://, gs://, ...) are not supported yet; give local files "
-                            "(a mounted bucket works)")
+        if is_url(p):
+            open_fs(p, whole_bucket=True)  # its package is installed (the objects are listed in make_job)
     try:
         sep = codecs.decode(opts["doc_separator"], "unicode_escape")
     except UnicodeDecodeError as e:
@@ -275,7 +275,8 @@ def make_job(opts, log):
     sep, shard_size, max_tokens = check_opts(opts)
     config_name = None
     if opts["input"]:
-        first = os.path.basename(os.path.normpath(opts["input"][0]))
+        given = str(opts["input"][0])  # a path, or a URL: its last component names the output either way
+        first = given.rstrip("/").rsplit("/", 1)[-1] if is_url(given) else os.path.basename(os.path.normpath(given))
         stem = re.sub(r"(\.(parquet|jsonl|json|txt|text|md|gz|zst))+$", "", first, flags=re.I)
         stem = re.sub(r"[^0-9A-Za-z]+", "_", stem).strip("_") or "input"
         prefix, local_dir = stem, f"{stem}_shards"
@@ -285,7 +286,7 @@ def make_job(opts, log):
     spec, prebuilt = load(opts["tokenizer"], opts["eot_token"], opts["doc_boundary"],
                           opts["tokenizer_revision"] or pinned_tokenizer_revision(out_dir, opts))
     if opts["input"]:
-        files = expand_inputs(opts["input"], exclude=None if is_url(out_dir) else out_dir)
+        files = expand_inputs(opts["input"], exclude=out_dir)
         source = LocalSource(files, opts["text_column"], sep, spec.cut_rule, log)
     else:
         if not is_url(out_dir):

@@ -264,8 +264,9 @@ def settings_mismatch(out_dir, old, new):
 
 def source_mismatch(out_dir, old, new):
     """A one-line refusal if `new` (source.describe()) is not the input `old` recorded, else None.
-    Each local file is compared by path, size, sampled content hash and modification time; a value
-    the old manifest did not record (an earlier version) is not compared."""
+    Each local file is compared by path, size, sampled content hash and modification time, an object
+    in a bucket by URL, size, ETag and modification time; a value the old manifest did not record (an
+    earlier version) is not compared."""
     if isinstance(old, dict) or isinstance(new, dict):
         if old != new:
             return (f"{out_dir} was made from other input ({_short(old)}); use another --local-dir, "
@@ -275,8 +276,9 @@ def source_mismatch(out_dir, old, new):
         return (f"{out_dir} was made from other input files ({_short(old)}); use another --local-dir, "
                 "or --overwrite to start over")
     for was, now in zip(old, new):
-        for key, what in (("bytes", "its size"), ("sample_sha256", "its content"), ("mtime_ns", "its modification time")):
-            if key in was and was[key] != now[key]:
+        for key, what in (("bytes", "its size"), ("sample_sha256", "its content"), ("etag", "its ETag"),
+                          ("mtime_ns", "its modification time"), ("last_modified", "its modification time")):
+            if key in was and was[key] != now.get(key):
                 hint = "" if key != "mtime_ns" else (
                     f" (same size and sampled content: if it is an unchanged copy, give it back its time with "
                     f"touch -d @{was['mtime_ns'] / 1e9:.9f} {now['path']})")

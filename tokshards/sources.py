@@ -4,11 +4,13 @@ A source yields Batch values in dataset order. Each batch carries the Position i
 (positions.py); opening the source again at that position yields that batch's documents and
 everything after them again. That is the whole resume contract.
 
-- LocalSource: .parquet, .jsonl/.json (also .gz/.zst) and plain text files, read in order.
+- LocalSource: .parquet, .jsonl/.json (also .gz/.zst) and plain text files, read in order; local
+  files or objects in a bucket (objects.py: a URL, read with ranged GETs).
 - HubSource (hub.py): a Hugging Face dataset, file by file.
 
 A local input is identified by its path, size, modification time and a hash of sampled blocks of
-its content (fingerprint()): a resumed run refuses an input that changed in between.
+its content (fingerprint()), an object by its URL, size, ETag and modification time: a resumed run
+refuses an input that changed in between.
 """
 import copy
 import glob
@@ -18,15 +20,19 @@ import io
 import json
 import os
 import zlib
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import objects
 from .errors import UserError
+from .objects import input_size, open_input
 from .outdir import LOCK
 from .positions import Position
+from .storage import is_url
 from .textfile import GiantDocument, iter_pieces, plan_ranges
 
 BATCH_DOCS = 256  # documents per batch: big enough to amortise IPC, small enough to keep order cheap
@@ -60,13 +66,25 @@ class ParquetTask:
     def read(self, log=None):
         cols = [self.text_column] + (["token_count"] if self.with_counts else [])
         try:
-            pf = pq.ParquetFile(self.path)
-            # one worker per core: pyarrow's own thread pool only competes with the other workers
-            table = pf.read_row_group(self.row_group, columns=cols, use_threads=False).slice(self.skip)
+            with parquet_file(self.path) as pf:
+                # one worker per core: pyarrow's own thread pool only competes with the other workers
+                table = pf.read_row_group(self.row_group, columns=cols, use_threads=False).slice(self.skip)
+        except UserError:  # the store failed (objects.py)
+            raise
         except Exception as e:  # flipped bytes, a truncated file: said at once, with the file's name
             raise UserError(corrupt(self.path, f"row group {self.row_group}", e)) from None
         # the Arrow text column: pool.encode makes the strings (null text: an empty document)
         return table.column(0), (token_counts(table.column(1)) if self.with_counts else None)
+
+
+@contextmanager
+def parquet_file(path):
+    """pyarrow's ParquetFile of a local file (its own reader), or of an object through ranged reads."""
+    if not is_url(path):
+        yield pq.ParquetFile(path)
+        return
+    with open_input(path) as f:
+        yield pq.ParquetFile(f)
 
 
 def check_text_type(path, column, typ):
@@ -142,9 +160,10 @@ def row_group_batches(pf, i, rg, first_row, start_row, columns):
 
 
 def expand_inputs(paths, exclude=None):
-    """Files in the order given; a directory or glob expands in sorted path order. Nothing under
-    `exclude` (the output directory, when it lies inside an input directory) is ever an input."""
-    skip = os.path.realpath(exclude) if exclude else None
+    """Files in the order given; a directory or glob expands in sorted path order, a URL's prefix in
+    sorted key order (objects.expand). Nothing under `exclude` (the output directory, when it lies
+    inside an input directory) is ever an input."""
+    skip = os.path.realpath(exclude) if exclude and not is_url(exclude) else None
 
     def inside(f):
         return skip is not None and os.path.commonpath([skip, os.path.realpath(f)]) == skip
@@ -158,7 +177,9 @@ def expand_inputs(paths, exclude=None):
 
     files = []
     for p in paths:
-        if os.path.isdir(p):
+        if is_url(p):
+            files += objects.expand(p, lambda name: _kind(name) and not name.startswith("."), exclude)
+        elif os.path.isdir(p):
             found = sorted(walk(p))
             found = [f for f in found if not inside(f)]
             if not found:
@@ -194,7 +215,10 @@ def fingerprint(path):
     """What identifies an input file between runs: path, size, modification time (ns) and the sha256 of
     sampled blocks (the first and last 64 KiB and 32 blocks of 4 KiB spread evenly; the whole file if
     it is smaller). Costs ~200 KiB of reading per file, whatever its size. An edit that keeps the size
-    is caught by the time (an editor, a re-download) or by the sample (a copy that kept the time)."""
+    is caught by the time (an editor, a re-download) or by the sample (a copy that kept the time).
+    An object (a URL): objects.fingerprint, the store's size, ETag and time."""
+    if is_url(path):
+        return objects.fingerprint(path)
     st = os.stat(path)
     h = hashlib.sha256()
     size = st.st_size
@@ -210,15 +234,20 @@ def fingerprint(path):
     return {"path": os.path.abspath(path), "bytes": size, "mtime_ns": st.st_mtime_ns, "sample_sha256": h.hexdigest()}
 
 
+@contextmanager
 def _open_binary(path):
+    """A local file or an object, decompressed by its ending."""
     n = path.lower()
-    if n.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if n.endswith(".zst"):
-        import zstandard
+    with open_input(path) as raw:
+        if n.endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                yield f
+        elif n.endswith(".zst"):
+            import zstandard
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
-    return open(path, "rb")
+            yield io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=False))
+        else:
+            yield raw
 
 
 # what a damaged or mislabelled .gz / .zst raises while it is being decompressed
@@ -237,7 +266,8 @@ def _skip(f, n):
 
 
 class LocalSource:
-    """Local files, read in the order given. Positions: Position(file index, row or byte offset, cont)."""
+    """Local files or objects in a bucket (URLs: objects.py), read in the order given.
+    Positions: Position(file index, row or byte offset, cont)."""
 
     def __init__(self, files, text_column="text", doc_separator="\n\n", cut_rule=None, log=None):
         """cut_rule: the tokenizer's (tokspec.TokenizerSpec.cut_rule); None: a giant plain-text document
@@ -277,7 +307,10 @@ class LocalSource:
     @staticmethod
     def _parquet_schema(path):
         try:
-            return pq.ParquetFile(path).schema_arrow
+            with parquet_file(path) as pf:
+                return pf.schema_arrow
+        except UserError:  # the store failed (objects.py)
+            raise
         except Exception as e:
             raise UserError(f"{path}: not a readable parquet file ({str(e).splitlines()[0][:200]})") from None
 
@@ -290,12 +323,12 @@ class LocalSource:
     def with_absolute_paths(self):
         """The same source with absolute paths (for processes that run elsewhere: Ray workers)."""
         other = copy.copy(self)
-        other.files = [os.path.abspath(f) for f in self.files]
+        other.files = [f if is_url(f) else os.path.abspath(f) for f in self.files]
         other._described = None
         return other
 
     def input_bytes(self):
-        return sum(os.path.getsize(f) for f in self.files)
+        return sum(input_size(f) for f in self.files)
 
     def fetchers(self, nprocs):
         """Tasks each worker reads at once: one, the next, in a thread while it tokenizes the one before
@@ -322,10 +355,16 @@ class LocalSource:
 
     def _parquet(self, i, path, start_row):
         """One task per row group; a huge row group is read here, batch by batch."""
-        try:
-            pf = pq.ParquetFile(path)
-        except Exception as e:
-            raise UserError(corrupt(path, "its footer", e)) from None
+        with ExitStack() as opened:
+            try:
+                pf = opened.enter_context(parquet_file(path))
+            except UserError:  # the store failed (objects.py)
+                raise
+            except Exception as e:
+                raise UserError(corrupt(path, "its footer", e)) from None
+            yield from self._row_groups(i, path, pf, start_row)
+
+    def _row_groups(self, i, path, pf, start_row):
         cols = [self.text_column] + (["token_count"] if self.has_token_count else [])
         row = 0
         for rg in range(pf.num_row_groups):

@@ -31,8 +31,9 @@ def is_url(path):
     return bool(URL.match(str(path)))
 
 
-def open_fs(url):
-    """(filesystem, root "bucket/prefix") for a URL, or one line saying what is missing."""
+def open_fs(url, whole_bucket=False):
+    """(filesystem, root "bucket/prefix") for a URL, or one line saying what is missing. whole_bucket:
+    a bucket's root is accepted too (an input may be all of a bucket; an output needs a prefix)."""
     import fsspec  # here, not at the top: only a bucket needs it (and `--help` stays quick)
 
     protocol = str(url).split("://", 1)[0]
@@ -48,7 +49,7 @@ def open_fs(url):
     # listings are read fresh each time: another machine (or a killed run) may have changed them
     fs, root = fsspec.core.url_to_fs(str(url), use_listings_cache=False, skip_instance_cache=True)
     root = root.rstrip("/")
-    if "/" not in root:
+    if "/" not in root and not whole_bucket:
         raise UserError(f"{url}: give a prefix inside the bucket ({protocol}://BUCKET/NAME), not the bucket's root")
     return fs, root
 

@@ -7,8 +7,8 @@ tokenized. Documents are then the pieces between separators (default a blank lin
 leading and trailing "\\n" stripped and empty pieces skipped: exactly
     text = open(path).read()   # universal newlines
     [p.strip("\\n") for p in text.split(sep) if p.strip("\\n")]
-but read in fixed-size chunks, never with f.read() of the whole file. Positions are byte offsets
-in the file as it is on disk.
+but read in fixed-size chunks, never with f.read() of the whole file (a local file, or an object
+through ranged reads: objects.open_input). Positions are byte offsets in the file as it is stored.
 
 A document larger than `max_doc_bytes` (one giant document with no separator at all) is cut into
 fragments only where the tokenizer's cut rule allows (tokspec.CUT_RULES): right after a "\\n" or
@@ -20,9 +20,9 @@ at the same place whether or not the text continues, and BPE never merges across
 once (before the first, after the last: encoders.frame). For any other tokenizer a document larger than
 `max_doc_bytes` stops the run with one line (GiantDocument) instead of being cut.
 """
-import os
 import re
 
+from .objects import input_size, open_input
 from .tokspec import GPT2_CUT_RULE, LETTER_CUT_RULE
 
 
@@ -123,7 +123,7 @@ def _raw_pieces(path, start, cont, sep, chunk_bytes, max_doc_bytes, end=None, en
     """
     separator = Separator(sep)
     window = min(max_doc_bytes, 1 << 20)
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         f.seek(start)
         buf = b""
         buf_off = start  # file offset of buf[0]
@@ -189,7 +189,7 @@ def plan_ranges(path, start=0, cont=False, sep="\n\n", task_bytes=2 << 20, chunk
         if not last or nxt - task_start >= task_bytes:
             yield task_start, nxt, task_cont, not last
             task_start, task_cont = nxt, not last
-    size = os.path.getsize(path)
+    size = input_size(path)
     if size > task_start:
         yield task_start, size, task_cont, False
 

@@ -1,0 +1,128 @@
+"""Inputs that are objects in a bucket: --input s3://BUCKET/PREFIX (or any fsspec URL whose package is
+installed).
+
+A prefix is read like a local directory: every object under it with a known ending, recursively, in
+sorted order. An object is read with ranged GETs through fsspec (s3fs reads at most BLOCK bytes ahead
+of what is asked, and pins the object's ETag when it opens it), so memory stays constant and no file
+is downloaded whole; byte offsets and parquet row groups mean the same as in the local copy, so resume
+positions do too. An object is identified between runs by its size, ETag and modification time.
+A failure the client gives up on (botocore and s3fs retry 5xx and SlowDown themselves) is one line
+(storage.error_line), raised as a UserError that pyarrow and the decompressors pass on unchanged.
+"""
+import io
+import os
+
+from .errors import UserError
+from .outdir import LOCK
+from .storage import error_line, is_url, open_fs
+
+BLOCK = 4 << 20  # read ahead per GET: few requests for a stream, little memory held
+
+_filesystems = {}  # (process id, protocol) -> filesystem: a worker reads many tasks of one store
+
+
+def filesystem(url):
+    """(filesystem, key "bucket/path") of a URL; one filesystem per process and protocol."""
+    protocol, rest = str(url).split("://", 1)
+    slot = (os.getpid(), protocol)
+    if slot not in _filesystems:
+        _filesystems[slot] = open_fs(url, whole_bucket=True)[0]
+    return _filesystems[slot], rest.rstrip("/")
+
+
+def attempt(url, fn, *args, **kw):
+    """fn(*args, **kw), with what the storage client gave up on as one line."""
+    try:
+        return fn(*args, **kw)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(error_line(e, url)) from None
+
+
+def expand(url, wanted, exclude=None):
+    """The object `url`, or the URLs of the objects under the prefix `url` whose names `wanted`
+    accepts, in sorted order: not under `exclude` (an output prefix inside it) nor in another output
+    directory of this tool (a lock object beside them), as for a local directory."""
+    fs, key = filesystem(url)
+    protocol = str(url).split("://", 1)[0]
+    if not is_prefix(url, fs, key):
+        return [f"{protocol}://{key}"]
+    found = attempt(url, fs.find, key)
+    skip = filesystem(exclude)[1] + "/" if exclude and is_url(exclude) else None
+    locked = {k.rsplit("/", 1)[0] + "/" for k in found if k.rsplit("/", 1)[-1] == LOCK} - {key + "/"}
+    keys = sorted(k for k in found if wanted(k.rsplit("/", 1)[-1])
+                  and not (skip and k.startswith(skip)) and not any(k.startswith(d) for d in locked))
+    if not keys:
+        raise UserError(f"--input {url}: no .parquet, .jsonl/.json or .txt objects under this prefix")
+    return [f"{protocol}://{k}" for k in keys]
+
+
+def is_prefix(url, fs, key):
+    """True for a prefix with objects under it, False for an object; else one line."""
+    try:
+        return fs.info(key)["type"] == "directory"
+    except Exception as e:
+        # s3fs says "The specified bucket does not exist" for a missing bucket, the key for a missing key
+        if isinstance(e, FileNotFoundError) and "specified bucket" not in str(e).lower():
+            raise UserError(f"--input {url}: no such object or prefix") from None
+        raise UserError(error_line(e, url)) from None
+
+
+def info(url):
+    fs, key = filesystem(url)
+    return attempt(url, fs.info, key)
+
+
+def fingerprint(url):
+    """What identifies an object between runs: its URL, size, ETag and modification time (the store's
+    own: no content is read). An object written again gets a new ETag and time even at the same size."""
+    d = info(url)
+    etag = d.get("ETag") or d.get("etag")
+    modified = d.get("LastModified") or d.get("mtime") or d.get("updated")
+    out = {"path": str(url), "bytes": d["size"]}
+    if etag is not None:
+        out["etag"] = str(etag).strip('"')
+    if modified is not None:
+        out["last_modified"] = modified.isoformat() if hasattr(modified, "isoformat") else str(modified)
+    return out
+
+
+class ObjectFile(io.RawIOBase):
+    """An object opened for ranged reads; every failure of the store is one line (UserError)."""
+
+    def __init__(self, url):
+        fs, key = filesystem(url)
+        self.url = url
+        self.f = attempt(url, fs.open, key, "rb", block_size=BLOCK, cache_type="readahead")
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def readinto(self, b):
+        return attempt(self.url, self.f.readinto, b)
+
+    def seek(self, pos, whence=io.SEEK_SET):
+        return attempt(self.url, self.f.seek, pos, whence)
+
+    def tell(self):
+        return self.f.tell()
+
+    def close(self):
+        if not self.closed:
+            self.f.close()
+        super().close()
+
+
+def open_input(path):
+    """A local file or an object (a URL), opened for buffered binary reading."""
+    if is_url(path):
+        return io.BufferedReader(ObjectFile(path), buffer_size=1 << 20)
+    return open(path, "rb")
+
+
+def input_size(path):
+    return info(path)["size"] if is_url(path) else os.path.getsize(path)
