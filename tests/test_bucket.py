@@ -47,23 +47,33 @@ def wait_port(port, proc, timeout=30):
     raise AssertionError("the S3 server did not listen")
 
 
+class Moto:
+    """moto's S3 server on 127.0.0.1, stopped by PID; `env` is what a run needs to reach it."""
+
+    def __init__(self, log_dir, **server_env):
+        self.port = free_port()
+        self.log = open(log_dir / f"moto{self.port}.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.log, stderr=self.log, env={**os.environ, **server_env})
+        wait_port(self.port, self.proc)
+        self.env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}",
+                    "AWS_EC2_METADATA_DISABLED": "true", "NO_PROXY": "127.0.0.1,localhost",
+                    "no_proxy": "127.0.0.1,localhost"}
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """moto's S3 server on 127.0.0.1; yields the environment a run needs to reach it."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=log)
+    server = Moto(tmp_path_factory.mktemp("moto"))
     try:
-        wait_port(port, proc)
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-               "AWS_EC2_METADATA_DISABLED": "true", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-        yield env
+        yield server.env
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+        server.stop()
 
 
 class Store:
@@ -353,11 +363,22 @@ def test_another_runs_output_and_a_live_lock_are_refused(s3, bucket, text):
     assert {k: v for k, v in after.items() if k != ".fineweb.lock"} == before
 
 
-def test_one_line_for_a_missing_bucket_no_credentials_and_no_s3fs(s3, bucket, text, tmp_path):
+def test_one_line_for_a_missing_bucket_bad_or_no_credentials_and_no_s3fs(s3, bucket, text, tmp_path):
     r = run(s3, "--input", text, *ARGS, "--local-dir", "s3://no-such-bucket/edu")
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         "fineweb.py: error: s3://no-such-bucket/edu: the bucket does not exist (The specified bucket does not "
         "exist); create it, or check the name and AWS_ENDPOINT_URL"], r.stderr
+    strict = Moto(tmp_path, INITIAL_NO_AUTH_ACTION_COUNT="0")  # checks every request's key against its IAM
+    try:
+        r = run({**strict.env, "AWS_ACCESS_KEY_ID": "AKIAWRONG", "AWS_SECRET_ACCESS_KEY": "wrong"}, "--input", text,
+                *ARGS, "--local-dir", "s3://bucket0/x")
+    finally:
+        strict.stop()
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "fineweb.py: error: s3://bucket0/x: access refused (The AWS Access Key Id you provided does not exist in our "
+        "records.); check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and that they may read and write this "
+        "bucket"], r.stderr
+    assert "wrong" not in r.stderr  # (the secret is never printed)
     bare = {k: v for k, v in s3.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")}
     bare.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))
     r = run(bare, "--input", text, *ARGS, "--local-dir", "s3://bucket0/x")
