@@ -206,7 +206,7 @@ def assemble(out, log=print, map_fn=None, workers=2, t0=None):
     st = out.state()
     if st.manifest is not None and st.manifest.complete:
         # parts/ still there: the last run stopped while removing it, after the manifest was written
-        out.remove_parts()
+        out.remove_parts(of=st.manifest)
         log(f"{out.label} is already complete ({len(st.manifest.shards)} shards); nothing to do")
         return st.manifest
     if st.manifest is not None:
@@ -232,6 +232,7 @@ def assemble(out, log=print, map_fn=None, workers=2, t0=None):
     # killed assembly needs them all again, so its parts stay until the manifest is written
     release = not whole_documents(settings["format"])
     for entry in (map_fn or (lambda fn, xs: local_map(fn, xs, workers)))(write_shard, todo):
+        out.check_held()
         done[entry.index] = entry
         files.write(ASSEMBLED, json.dumps([e.to_json() for e in done.values()]).encode())
         log(f"wrote {entry.file}: {entry.tokens:,} tokens, {entry.docs:,} docs")
@@ -243,7 +244,7 @@ def assemble(out, log=print, map_fn=None, workers=2, t0=None):
                         seconds=round(time.time() - t0, 1))
     manifest.save()
     out.publish(manifest)
-    out.remove_parts()
+    out.remove_parts(of=manifest)
     return manifest
 
 

@@ -27,14 +27,18 @@ from .errors import UserError
 from .manifest import NAME as MANIFEST, Manifest
 from .outdir import LOCK, PART_FILE, PARTS, PARTS_FIXED, OutputDir, human_bytes
 from .shards import shard_pattern
-from .storage import STAGING, BucketFiles, is_url
+from .storage import BucketFiles, is_url, pid_alive, remove_stale_staging, staging_prefix
 
 LOCK_BEAT, LOCK_STALE = 30.0, 180.0
+LEASE = ".fineweb.rank."  # + host.pid: a rank at work (ranks work side by side, each with its own)
+RELEASED = b""  # the lock object's body when nobody holds it
 
 
 class BucketDir(OutputDir):
     """An output directory in a bucket, opened for one command. `path` is the local staging directory
     the writer and the manifest work in; `label` is the URL."""
+
+    MERGE_WRITES_HERE = False
 
     def __init__(self, url, prefix=None, shared=False, create=True, what="run", shard_bytes=0, log=print):
         self.files = BucketFiles(url)
@@ -42,8 +46,13 @@ class BucketDir(OutputDir):
         self.shard_bytes, self.log = shard_bytes, log
         self.path = None
         self._uploaded = {}  # name -> size of the shard files known to be in the bucket
+        self._held = None  # (name, ETag) of the lock or lease object this command holds
+        self._lost = None  # who took it from this command, if someone did
         self._beat = None
         self._stop_beat = threading.Event()
+        self._me = {"host": socket.gethostname(), "pid": os.getpid(), "what": what}
+        self._created = False  # this command created the lock object (it was not there)
+        self._marker = None  # the ETag of the released lock object a rank created as the mark
 
     @property
     def label(self):
@@ -51,15 +60,13 @@ class BucketDir(OutputDir):
 
     # --- the lock ---
     def __enter__(self):
-        if self.shared:
-            holder = self._live_holder()
-            if holder:
-                raise UserError(f"{self.url} is in use by {holder}; wait for it to finish or stop it, "
-                                "or use another --local-dir")
-        else:
-            self._take_lock()  # the first write: a missing bucket or refused credentials say so here
+        if not self.files.conditional():
+            raise UserError(f"{self.url}: writing there needs S3's conditional writes (for the lock); use s3:// "
+                            "(AWS, or an S3-compatible store such as MinIO or R2) or a local directory")
+        remove_stale_staging()
         try:
-            self.path = tempfile.mkdtemp(prefix=STAGING)
+            self._take_lease() if self.shared else self._take_lock()  # the first write: a missing bucket or
+            self.path = tempfile.mkdtemp(prefix=staging_prefix())      # refused credentials say so here
             body = self.files.read(MANIFEST)
             if body is not None:
                 with open(os.path.join(self.path, MANIFEST), "wb") as f:
@@ -69,59 +76,100 @@ class BucketDir(OutputDir):
             raise
         return self
 
-    def _live_holder(self):
-        """Who holds the lock now, or "" if nobody does (none, or a stale one)."""
-        body = self.files.read(LOCK)
-        if body is None:
-            return ""
+    def _lock_state(self, name):
+        """(holder line or "" if free or stale, ETag or None if absent) of the lock or a lease object."""
+        got = self.files.read_versioned(name)
+        if got is None:
+            return "", None
+        body, etag, age = got
         h = _parse_lock(body, self.url)
-        gone = h["host"] == socket.gethostname() and not _alive(h["pid"])
-        return "" if gone or time.time() - h["time"] >= LOCK_STALE else \
-            f"fineweb.py {h['what']} on host {h['host']}, pid {h['pid']}"
+        if h is None:  # released: the object stays as the mark of this tool's output (as the local lock file)
+            return "", etag
+        gone = h["host"] == self._me["host"] and not pid_alive(h["pid"])
+        if gone or age >= LOCK_STALE:
+            why = "that process is gone" if gone else f"not seen for {age:.0f}s"
+            self.log(f"{self.url}: the lock of fineweb.py {h['what']} on host {h['host']}, pid {h['pid']} is stale ({why})")
+            return "", etag
+        return f"fineweb.py {h['what']} on host {h['host']}, pid {h['pid']} (seen {age:.0f}s ago)", etag
 
     def _take_lock(self):
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "what": self.what}
-        for _ in range(5):
-            if self.files.create_once(LOCK, self._lock_body(me)):
+        """The lock: created, or taken from a released or stale holder by a write conditional on the
+        version read, so exactly one of many racing commands gets it. Then no rank may be at work."""
+        for _ in range(10):
+            holder, etag = self._lock_state(LOCK)
+            if holder:
+                raise UserError(f"{self.url} is in use by {holder}; wait for it to finish or stop it, "
+                                "or use another --local-dir")
+            new = self.files.put_if(LOCK, self._body(), etag)
+            if new is not None:
+                self._created = etag is None
+                self._hold(LOCK, new)
                 break
-            body = self.files.read(LOCK)
-            if body is None:
-                continue  # released in between
-            h = _parse_lock(body, self.url)
-            age = time.time() - h["time"]
-            gone = h["host"] == me["host"] and not _alive(h["pid"])
-            if not gone and age < LOCK_STALE:
-                raise UserError(f"{self.url} is in use by fineweb.py {h['what']} on host {h['host']}, pid {h['pid']} "
-                                f"(seen {age:.0f}s ago); wait for it to finish or stop it, or use another --local-dir")
-            self.log(f"{self.url}: taking over the lock of fineweb.py on host {h['host']}, pid {h['pid']} "
-                     f"({'that process is gone' if gone else f'not seen for {age:.0f}s'})")
-            self.files.remove(LOCK)
         else:
-            raise UserError(f"{self.url}: could not take the lock {LOCK}; another command keeps taking it")
-        self._me = me
+            raise UserError(f"{self.url}: could not take the lock {LOCK}; other commands keep taking it")
+        for name in self._names():
+            if name.startswith(LEASE):
+                holder, _ = self._lock_state(name)
+                if holder:
+                    raise UserError(f"{self.url} is in use by the ranks of a multi-machine run ({holder}); wait "
+                                    "for them to finish or stop them, or use another --local-dir")
+                self.files.remove(name)  # a stale lease of this tool (a rank killed long ago, or gone)
+
+    def _take_lease(self):
+        """A rank's own lease object, then the check that no command holds the lock (that one checks
+        the leases after taking it: one of the two always sees the other)."""
+        self._marker = self.files.put_if(LOCK, RELEASED)  # the mark of this tool's output, if there is none yet
+        name = f"{LEASE}{self._me['host']}.{self._me['pid']}"
+        self._hold(name, self.files.put_bytes(name, self._body()))  # (its name is this process's own)
+        holder, _ = self._lock_state(LOCK)
+        if holder:
+            raise UserError(f"{self.url} is in use by {holder}; wait for it to finish or stop it, "
+                            "or use another --local-dir")
+
+    def _body(self):
+        return json.dumps({**self._me, "time": time.time()}).encode()
+
+    def _hold(self, name, etag):
+        self._held = (name, etag)
         self._beat = threading.Thread(target=self._heartbeat, daemon=True, name="fineweb-bucket-lock")
         self._beat.start()
 
-    @staticmethod
-    def _lock_body(me):
-        return json.dumps({**me, "time": time.time()}).encode()
-
     def _heartbeat(self):
+        """Rewrite the object every LOCK_BEAT s, only while it is still the version this command wrote:
+        if another command took it (it judged this one stale), this one stops at its next write."""
         while not self._stop_beat.wait(LOCK_BEAT):
+            name, etag = self._held
             try:
-                self.files.overwrite(LOCK, self._lock_body(self._me))
+                new = self.files.put_if(name, self._body(), etag)
             except UserError:
-                pass  # the next beat tries again; a run that cannot write fails on its own
+                continue  # the next beat tries again; a run that cannot write fails on its own
+            if new is None:
+                self._lost = self._lock_state(name)[0] or "another command"
+                return
+            self._held = (name, new)
 
     def __exit__(self, *exc):
         if self._beat is not None:
             self._stop_beat.set()
             self._beat.join()
             self._beat = None
-            try:
-                self.files.remove(LOCK)
-            except UserError:
-                pass  # left behind: the next command on this host finds this process gone and takes it over
+        try:
+            # a command that left nothing of a run (refused, or nothing to do in a new prefix) leaves the
+            # prefix as it found it: the lock object it created goes; else it stays, released
+            ran = bool({MANIFEST, PARTS} & set(self.files.listing())) if (self._created or self._marker) else True
+            if self._held is not None and not self._lost:
+                name, etag = self._held  # only the version this command wrote: never another command's lock
+                if name != LOCK:
+                    self.files.delete_if(name, etag)
+                elif ran:
+                    self.files.put_if(LOCK, RELEASED, etag)
+                else:
+                    self.files.delete_if(LOCK, etag)
+            if self._marker and not ran:
+                self.files.delete_if(LOCK, self._marker)
+        except UserError:
+            pass  # left behind: the next command finds this process gone (same host) or stale, and takes it
+        self._held = self._marker = None
         if self.path is not None:
             shutil.rmtree(self.path, ignore_errors=True)  # the staging directory this command made
             self.path = None
@@ -195,10 +243,17 @@ class BucketDir(OutputDir):
                             "disk with more space, or use a smaller --shard-size")
 
     # --- into the bucket ---
+    def check_held(self):
+        """Raise if another command took this one's lock or lease (it judged this one stale)."""
+        if self._lost:
+            raise UserError(f"{self.url}: {self._lost} took this command's lock (it judged this one stale); "
+                            "stopped: rerun the same command once that one is done")
+
     def publish(self, manifest):
         """Upload the listed shard files not yet in the bucket (each removed from the staging directory
         once the store holds its size), then the manifest: it never lists an object that is not complete.
         A listed file not in the staging directory was written to the bucket directly (assembly)."""
+        self.check_held()
         listing = None
         for e in manifest.shards:
             for name, size in ((e.index_file, e.index_bytes), (e.file, e.bytes)):  # a .idx before its .bin
@@ -218,21 +273,14 @@ class BucketDir(OutputDir):
 
 
 def _parse_lock(body, url):
+    """The holder a lock or lease object names, or None for a released lock."""
+    if body == RELEASED:
+        return None
     try:
         h = json.loads(body)
         return {"host": str(h["host"]), "pid": int(h["pid"]), "time": float(h["time"]), "what": str(h.get("what", "run"))}
     except (TypeError, ValueError, KeyError):
         raise UserError(f"{url}/{LOCK} is not this tool's lock; remove it and rerun") from None
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def recorded(url, key):

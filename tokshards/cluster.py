@@ -43,7 +43,7 @@ def prepare(job, out, world_size=None):
         out.refuse_foreign(st)
     if st.kind == RUN:
         if st.manifest.complete:  # (a parts/ left by a run stopped while removing it goes too)
-            out.remove_parts()
+            out.remove_parts(of=st.manifest)
             return None  # nothing to do
         raise UserError(f"{job.out_dir} holds an unfinished single-machine run; finish it without "
                         "--engine/--rank, or add --overwrite to start over")
@@ -80,6 +80,7 @@ def run_rank(job, rank, world_size, nprocs, log=print):
         mine = list(range(rank, len(job.source.files), world_size))
         tokens = skipped = 0
         for n, i in enumerate(mine, 1):
+            out.check_held()
             part = tokenize_file(job, i, nprocs, log)
             tokens += part.tokens
             skipped += part.skipped

@@ -35,7 +35,7 @@ from .errors import UserError
 from .formats import check_file, sha256_file
 from .manifest import NAME as MANIFEST, Manifest, create_file, fsync_dir, remove_file
 from .shards import shard_files, shard_name, shard_pattern
-from .storage import URL
+from .storage import URL, files_at
 
 LOCK = ".fineweb.lock"
 PARTS = "parts"
@@ -119,6 +119,8 @@ def _is_ours_part_temp(name):
 
 class OutputDir:
     """An output directory, opened for one command. Use as a context manager: the lock is held inside."""
+
+    MERGE_WRITES_HERE = True  # `merge` writes train.bin/val.bin and merge.json here (never into a bucket)
 
     def __init__(self, path, prefix=None, shared=False, create=True, what="run"):
         check_path(path)
@@ -248,6 +250,9 @@ class OutputDir:
         """How messages name it (a bucket's is its URL)."""
         return self.path
 
+    def check_held(self):
+        """The lock is this command's for as long as it runs (the kernel's flock; a bucket's may be taken)."""
+
     def publish(self, manifest):
         """The manifest and the shards it lists are where readers find them already (a bucket uploads here)."""
 
@@ -288,18 +293,28 @@ class OutputDir:
             for e in manifest.shards:
                 self._remove(shard_name(manifest.settings["prefix"], e.index, manifest.converting["to"])[0])
         self.remove_unrecorded_next(manifest)
-        for name in read_merged(self.path):  # made from the shards that just went (if still as merge left it)
-            if merged_by_us(self.path, name):
-                self._remove(name)
-        self._remove(MERGED)
+        if self.MERGE_WRITES_HERE:
+            for name in read_merged(self.path):  # made from the shards that just went (if still as merge left it)
+                if merged_by_us(self.path, name):
+                    self._remove(name)
+            self._remove(MERGED)
         self._remove(MANIFEST)
         self._sync()
 
-    def remove_parts(self):
-        """parts/ and the files parts.py and assemble.py write in it, by name; anything else stays."""
+    def remove_parts(self, of=None):
+        """parts/ and the files parts.py and assemble.py write in it, by name; anything else stays.
+        of: the finished run's manifest, when the parts go because that run is complete: then only if
+        parts/job.json says they were that run's (same settings), else they are left alone."""
         names = self._names(PARTS)
         if not names and not self._has(PARTS):
             return
+        if of is not None:
+            try:
+                plan = json.loads(files_at(self.label).read(f"{PARTS}/job.json") or b"null")
+                if not isinstance(plan, dict) or plan.get("settings") != of.settings:
+                    return
+            except ValueError:
+                return
         for name in names:
             if name in PARTS_FIXED or PART_FILE.match(name) or _is_ours_part_temp(name):
                 self._remove(f"{PARTS}/{name}")

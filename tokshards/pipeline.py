@@ -97,7 +97,7 @@ def run(job, log=print, progress=None):
             if p.action == ERROR:
                 raise UserError(f"{out.label} {p.message}")
             if p.action == DONE:
-                out.remove_parts()  # a multi-machine run stopped while removing them, after its manifest
+                out.remove_parts(of=m)  # a multi-machine run stopped while removing them, after its manifest
                 log(f"{out.label} {p.message}")
                 return RunResult(m)
             keep, start = p.keep, p.start

@@ -13,8 +13,10 @@ what they give up on becomes one line (error_line).
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
+import time
 
 import numpy as np
 
@@ -65,10 +67,15 @@ def error_line(e, url):
                                                                 "AccessDenied", "Forbidden")):
         return (f"{url}: access refused ({text}); check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and "
                 "that they may read and write this bucket")
-    if isinstance(e, FileNotFoundError) and ("NoSuchBucket" in text or "bucket does not exist" in text.lower()):
+    if isinstance(e, FileNotFoundError) and _no_bucket(e):
         return f"{url}: the bucket does not exist ({text}); create it, or check the name and AWS_ENDPOINT_URL"
     return (f"{url}: the storage failed ({name}: {text}); check the endpoint and the network, then rerun the same "
             "command to resume")
+
+
+def _no_bucket(e):
+    text = str(e)
+    return "NoSuchBucket" in text or "bucket does not exist" in text.lower()
 
 
 def files_at(root):
@@ -79,6 +86,50 @@ def files_at(root):
 def _tag():
     """Unique per process: a task that Ray retries may overlap a lost node's attempt still running."""
     return f".{socket.gethostname()}.{os.getpid()}"
+
+
+def _precondition_failed(e):
+    """S3 answered 412 PreconditionFailed (or 409 for a racing conditional write): s3fs raises it as an
+    OSError (FileExistsError for If-None-Match) saying so."""
+    text = str(e)
+    return isinstance(e, FileExistsError) or "pre-condition" in text or "PreconditionFailed" in text \
+        or "ConditionalRequestConflict" in text
+
+
+def _read_body(fs, body):
+    """The bytes of a get_object answer's streaming body (aiobotocore's, read on s3fs's event loop)."""
+    from fsspec.asyn import sync  # (fsspec is imported whenever a bucket is)
+
+    async def read():
+        async with body as stream:
+            return await stream.read()
+
+    return sync(fs.loop, read)
+
+
+def staging_prefix():
+    """The name of a local staging directory of this process: its pid says when it is left over."""
+    return f"{STAGING}{os.getpid()}-"
+
+
+def remove_stale_staging():
+    """Staging directories of this tool (by name) whose process is gone (a SIGKILL): they may hold a
+    shard or a part each. Only this machine's temporary directory, only those names."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        m = re.match(rf"^{re.escape(STAGING)}(\d+)-", name)
+        if m and not pid_alive(int(m.group(1))):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _discard(local):
@@ -213,7 +264,9 @@ class BucketFiles:
     def read(self, name):
         try:
             return self.call(self.fs.cat_file, self.key(name), keep=FileNotFoundError)
-        except FileNotFoundError:
+        except FileNotFoundError as e:
+            if _no_bucket(e):
+                raise UserError(error_line(e, self.url)) from None
             return None
 
     def get(self, name, local):
@@ -233,7 +286,7 @@ class BucketFiles:
         return np.frombuffer(data, dtype=dtype)
 
     def staging(self, name):
-        d = tempfile.mkdtemp(prefix=STAGING)
+        d = tempfile.mkdtemp(prefix=staging_prefix())
         return os.path.join(d, os.path.basename(name))
 
     def put(self, local, name):
@@ -264,11 +317,49 @@ class BucketFiles:
 
     def create_once(self, name, data):
         """A conditional PUT (If-None-Match): True if this process created the object."""
+        return self.put_if(name, data) is not None
+
+    def put_if(self, name, data, etag=None):
+        """PUT only if the object is absent (etag None) or still the version `etag`: S3's conditional
+        writes, which exactly one of many racing writers wins. The new ETag, or None if the condition failed."""
+        bucket, key = self.key(name).split("/", 1)
+        cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:
-            self.call(self.fs.pipe_file, self.key(name), data, mode="create", keep=FileExistsError)
-            return True
-        except FileExistsError:
-            return False
+            return self.call(self.fs.call_s3, "put_object", Bucket=bucket, Key=key, Body=data, **cond,
+                             keep=OSError)["ETag"]
+        except OSError as e:
+            if _precondition_failed(e):
+                return None
+            raise UserError(error_line(e, self.url)) from None
+
+    def put_bytes(self, name, data):
+        """An unconditional PUT; the new ETag."""
+        bucket, key = self.key(name).split("/", 1)
+        return self.call(self.fs.call_s3, "put_object", Bucket=bucket, Key=key, Body=data)["ETag"]
+
+    def delete_if(self, name, etag):
+        """Delete the object only if it is still the version `etag` (a store without conditional
+        deletes deletes it anyway: used for this command's own objects only)."""
+        bucket, key = self.key(name).split("/", 1)
+        try:
+            self.call(self.fs.call_s3, "delete_object", Bucket=bucket, Key=key, IfMatch=etag, keep=OSError)
+        except OSError as e:
+            if not _precondition_failed(e):
+                raise UserError(error_line(e, self.url)) from None
+
+    def read_versioned(self, name):
+        """(bytes, ETag, age in seconds by the store's clock stamp) of an object, or None if there is none."""
+        bucket, key = self.key(name).split("/", 1)
+        try:
+            r = self.call(self.fs.call_s3, "get_object", Bucket=bucket, Key=key, keep=FileNotFoundError)
+        except FileNotFoundError:
+            return None
+        body = _read_body(self.fs, r["Body"])
+        return body, r["ETag"], time.time() - r["LastModified"].timestamp()
+
+    def conditional(self):
+        """Can this store do conditional writes (the lock needs them)? S3 and S3-compatible stores."""
+        return hasattr(self.fs, "call_s3")
 
     def overwrite(self, name, data):
         self.call(self.fs.pipe_file, self.key(name), data)
