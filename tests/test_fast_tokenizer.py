@@ -174,14 +174,14 @@ def test_check_is_one_document_in_n_across_batches(monkeypatch):
 
 
 def test_check_passes_exact_output():
-    """No false alarm: empty documents, a continued first one, an eot id that occurs inside the text."""
+    """No false alarm: empty documents, a continued first one, the end-of-text token's text inside a
+    document (encoded as text). (An ordinary token as --eot-token is refused: test_trust.)"""
     texts = ["", "a!b!", "!", "", "<|endoftext|> stays text", "x" * 3000, ""]
-    for eot in (None, "!"):
-        tok = Tokenizer("gpt2", eot, backend="fast", check_every=1)
-        ref = Tokenizer("gpt2", eot, backend="tiktoken")
-        for first_continues in (False, True):
-            assert np.array_equal(tok.encode_batch(texts, first_continues), ref.encode_batch(texts, first_continues))
-        assert tok.checked_from == 2 * len(texts)  # every document was checked
+    tok = Tokenizer("gpt2", "<|endoftext|>", backend="fast", check_every=1)
+    ref = Tokenizer("gpt2", "<|endoftext|>", backend="tiktoken")
+    for first_continues in (False, True):
+        assert np.array_equal(tok.encode_batch(texts, first_continues), ref.encode_batch(texts, first_continues))
+    assert tok.checked_from == 2 * len(texts)  # every document was checked
 
 
 def test_workers_get_the_parents_tiktoken_encoding(monkeypatch):
