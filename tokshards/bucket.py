@@ -1,17 +1,24 @@
-"""An output directory in a bucket: `--local-dir s3://bucket/prefix` (or any fsspec URL whose package
-is installed). BucketDir is an outdir.OutputDir whose storage is a bucket: the rules of what state
-the output is in and what may be deleted are outdir.py's, unchanged; what differs is here:
+"""An output directory in a bucket: `--local-dir s3://bucket/prefix` (AWS S3, or an S3-compatible
+store with conditional writes). BucketDir is an outdir.OutputDir whose storage is a bucket: the rules
+of what state the output is in and what may be deleted are outdir.py's, unchanged; what differs is here:
 
 - A one-machine run writes each shard into a local staging directory (a new temporary directory of
   this command under $TMPDIR) as into a local output directory, then publish() uploads it under its
   final name (storage.py: an object is visible only once complete) and, only after that, the
   manifest: a run killed at any moment leaves a manifest listing complete objects, and the same
-  command continues after its last shard. The staging directory holds about two shards (checked).
-- The lock is the object `.fineweb.lock`, created only where none exists (a conditional PUT),
-  holding the host, pid and a time the holder rewrites every LOCK_BEAT seconds. A lock of a process
-  that is gone (same host) or not rewritten for LOCK_STALE seconds is taken over, saying so; any
-  other is refused in one line. Ranks of a multi-machine run (shared) take no lock but refuse to
-  start while another command holds it.
+  command continues after its last shard. The staging directory holds about two shards (checked);
+  one a killed process left is removed by the next command on the machine.
+- The lock is the object `.fineweb.lock`, holding the host, pid and what holds it. It is taken with a
+  conditional PUT: If-None-Match where there is none, If-Match on the version read where it is
+  released (empty) or stale (its process gone, same host; or not rewritten for LOCK_STALE seconds by
+  the store's clock), so exactly one of many racing commands gets it. The holder rewrites it every
+  LOCK_BEAT seconds on the same condition: if another command took it, this one stops at its next
+  write and never touches the new holder's lock. Ranks of a multi-machine run work side by side,
+  each holding a lease object (LEASE + host.pid); a command taking the lock checks the leases after
+  taking it, a rank checks the lock after writing its lease, so one of the two always sees the other.
+  At the end the lock is released but stays (as the local lock file does): the mark of this tool's
+  output, which an --input over the bucket skips; a command that left nothing of a run removes the
+  lock object it created.
 - Temporary files are the unfinished multipart uploads of this tool's names (a kill mid-upload):
   invisible, but kept and billed by the store until aborted, which remove_temp_files does.
 """
