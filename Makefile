@@ -45,7 +45,7 @@ demo: $(RUNTIME)
 	$(PYTHON) demo/demo.py
 
 test: $(DEV)
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n auto --maxprocesses 4 tests
 
 # Throughput side by side with build-nanogpt (table), then 30 MB / 300 MB / 1.5 GB (table + plot):
 # prints markdown tables, writes bench/out/*.md and bench/out/scale.png; then --readers on a capped
