@@ -148,21 +148,28 @@ def test_rank_run_twice_skips_done_files_and_assemble_names_missing_ranks(tmp_pa
     assert r.returncode == 0 and "already complete" in r.stderr
 
 
+def dies_after(k):
+    """An assembly's map that writes shards in order, one at a time, and is interrupted after k."""
+    from tokshards.assemble import local_map
+
+    def run(fn, specs):
+        for n, entry in enumerate(local_map(fn, sorted(specs, key=lambda s: s.index), 1)):
+            if n == k:
+                raise KeyboardInterrupt
+            yield entry
+
+    return run
+
+
 @needs_data
 def test_interrupted_assembly_resumes_and_frees_parts_early(tmp_path, inputs):
-    from tokshards.assemble import assemble, local_map
+    from tokshards.assemble import assemble
 
     args = ["--input", inputs / "pq", "--shard-size", "100K"]
     out = ranks(tmp_path / "o", 2, *args)
 
-    def dies_after_12(fn, specs):
-        for n, entry in enumerate(local_map(fn, sorted(specs, key=lambda s: s.index), 1)):
-            if n == 12:
-                raise KeyboardInterrupt
-            yield entry
-
     with pytest.raises(KeyboardInterrupt):
-        assemble(str(out), log=lambda m: None, map_fn=dies_after_12)
+        assemble(str(out), log=lambda m: None, map_fn=dies_after(12))
     state = json.loads((out / "parts" / "assembled.json").read_text())
     assert sorted(e["index"] for e in state) == list(range(12))
     assert not (out / "manifest.json").exists()
@@ -187,19 +194,13 @@ def test_interrupted_assembly_resumes_and_frees_parts_early(tmp_path, inputs):
 def test_interrupted_megatron_assembly_keeps_its_parts_and_resumes(tmp_path, inputs):
     """Whole-document shards are cut where the parts' documents begin, which a rerun of the assembly
     reads again in every part: so no part's tokens go before the manifest is written."""
-    from tokshards.assemble import assemble, local_map
+    from tokshards.assemble import assemble
 
     args = ["--input", inputs / "pq", "--shard-size", "100K", "--format", "megatron"]
     out = ranks(tmp_path / "o", 2, *args)
 
-    def dies_after_6(fn, specs):
-        for n, entry in enumerate(local_map(fn, sorted(specs, key=lambda s: s.index), 1)):
-            if n == 6:
-                raise KeyboardInterrupt
-            yield entry
-
     with pytest.raises(KeyboardInterrupt):
-        assemble(str(out), log=lambda m: None, map_fn=dies_after_6)
+        assemble(str(out), log=lambda m: None, map_fn=dies_after(6))
     assert len(json.loads((out / "parts" / "assembled.json").read_text())) == 6
     assert all((out / "parts" / f"{i:06d}.tokens").exists() for i in range(4))
     r = run_cli("assemble", out)

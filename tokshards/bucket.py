@@ -33,6 +33,7 @@ import time
 from .errors import UserError
 from .manifest import NAME as MANIFEST, Manifest
 from .outdir import LOCK, PART_FILE, PARTS, PARTS_FIXED, OutputDir, human_bytes
+from .outdir import recorded as recorded_locally
 from .shards import shard_pattern
 from .storage import BucketFiles, is_url, pid_alive, remove_stale_staging, staging_prefix
 
@@ -85,19 +86,10 @@ class BucketDir(OutputDir):
 
     def _lock_state(self, name):
         """(holder line or "" if free or stale, ETag or None if absent) of the lock or a lease object."""
-        got = self.files.read_versioned(name)
-        if got is None:
-            return "", None
-        body, etag, age = got
-        h = _parse_lock(body, self.url)
-        if h is None:  # released: the object stays as the mark of this tool's output (as the local lock file)
-            return "", etag
-        gone = h["host"] == self._me["host"] and not pid_alive(h["pid"])
-        if gone or age >= LOCK_STALE:
-            why = "that process is gone" if gone else f"not seen for {age:.0f}s"
-            self.log(f"{self.url}: the lock of fineweb.py {h['what']} on host {h['host']}, pid {h['pid']} is stale ({why})")
-            return "", etag
-        return f"fineweb.py {h['what']} on host {h['host']}, pid {h['pid']} (seen {age:.0f}s ago)", etag
+        holder, etag, stale = lock_state(self.files, name)
+        if stale:
+            self.log(f"{self.url}: {stale}")
+        return holder, etag
 
     def _take_lock(self):
         """The lock: created, or taken from a released or stale holder by a write conditional on the
@@ -205,7 +197,7 @@ class BucketDir(OutputDir):
         pass  # a folder in a bucket is only the prefix of its objects
 
     def _mark(self, name):
-        self.files.overwrite(name, b"")
+        self.files.put_bytes(name, b"")
 
     def _sync(self):
         pass
@@ -276,7 +268,25 @@ class BucketDir(OutputDir):
                                         "same command to resume")
                 self._uploaded[name] = size
         with open(manifest.path, "rb") as f:
-            self.files.overwrite(MANIFEST, f.read())
+            self.files.put_bytes(MANIFEST, f.read())
+
+
+def lock_state(files, name=LOCK):
+    """(who holds the lock or lease object `name`: a line, or "" if nobody does; its ETag, or None if
+    there is none; a line saying why a holder is stale, or ""). Released (empty) and stale are free:
+    a stale one's process is gone (same host) or it was not rewritten for LOCK_STALE seconds."""
+    got = files.read_versioned(name)
+    if got is None:
+        return "", None, ""
+    body, etag, age = got
+    h = _parse_lock(body, files.url)
+    if h is None:  # released: the object stays as the mark of this tool's output (as the local lock file)
+        return "", etag, ""
+    who = f"fineweb.py {h['what']} on host {h['host']}, pid {h['pid']}"
+    gone = h["host"] == socket.gethostname() and not pid_alive(h["pid"])
+    if gone or age >= LOCK_STALE:
+        return "", etag, f"the lock of {who} is stale ({'that process is gone' if gone else f'not seen for {age:.0f}s'})"
+    return f"{who} (seen {age:.0f}s ago)", etag, ""
 
 
 def _parse_lock(body, url):
@@ -290,9 +300,13 @@ def _parse_lock(body, url):
         raise UserError(f"{url}/{LOCK} is not this tool's lock; remove it and rerun") from None
 
 
-def recorded(url, key):
-    """What the bucket's manifest (or parts/job.json) recorded under `key` ("source", "settings"), or
-    None; a read without the lock, for pinning the Hub revisions before the run begins (it checks again)."""
+def recorded(where, key):
+    """What the manifest (or parts/job.json) of a local directory or a bucket recorded under `key`
+    ("source", "settings"), or None; a read without the lock, for pinning the Hub revisions before the
+    run begins (it checks again)."""
+    if not is_url(where):
+        return recorded_locally(where, key)
+    url = where
     try:
         files = BucketFiles(url)
         body = files.read(MANIFEST) or files.read(f"{PARTS}/job.json")

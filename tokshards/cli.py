@@ -18,13 +18,13 @@ import threading
 import time
 import tomllib
 
-from .bucket import recorded as bucket_recorded
+from .bucket import recorded
 from .encoders import BACKENDS
 from .errors import Interrupted, UserError
 from .formats import FORMATS
 from .job import usable_cpus
 from .manifest import PREFIX_CHARS, valid_prefix
-from .outdir import check_path, os_error_line, recorded_settings, recorded_source
+from .outdir import check_path, os_error_line
 from .storage import is_url, open_fs
 
 DEFAULTS = {
@@ -216,10 +216,7 @@ def check_opts(opts):
         raise UserError(f"--prefix {opts['prefix']!r}: a file name prefix of {PREFIX_CHARS}, "
                         "not starting with '.'")
     if opts["local_dir"] is not None:
-        if is_url(opts["local_dir"]):
-            open_fs(opts["local_dir"])  # its package is installed, the URL names a prefix in a bucket
-        else:
-            check_path(opts["local_dir"])
+        check_path(opts["local_dir"])
     for p in opts["input"] or ():
         if is_url(p):
             open_fs(p, whole_bucket=True)  # its package is installed (the objects are listed in make_job)
@@ -248,7 +245,7 @@ def pinned_revision(out_dir, opts):
     output never mixes two versions of a dataset. Later ranks read the commit the first one pinned."""
     if opts["overwrite"]:
         return None
-    src = bucket_recorded(out_dir, "source") if is_url(out_dir) else recorded_source(out_dir)
+    src = recorded(out_dir, "source")
     if isinstance(src, dict) and src.get("dataset") == opts["dataset"] and isinstance(src.get("revision"), str):
         return src["revision"]
     return None
@@ -259,7 +256,8 @@ def pinned_tokenizer_revision(out_dir, opts):
     cache, so a resume needs no network for it); the content hash is compared all the same."""
     if opts["overwrite"]:
         return None
-    st = bucket_recorded(out_dir, "settings") if is_url(out_dir) else recorded_settings(out_dir)
+    st = recorded(out_dir, "settings")
+    st = st if isinstance(st, dict) else None
     if st and st.get("tokenizer") == opts["tokenizer"] and isinstance(st.get("tokenizer_revision"), str):
         return st["tokenizer_revision"]
     return None
@@ -289,8 +287,7 @@ def make_job(opts, log):
         files = expand_inputs(opts["input"], exclude=out_dir)
         source = LocalSource(files, opts["text_column"], sep, spec.cut_rule, log)
     else:
-        if not is_url(out_dir):
-            check_path(out_dir)
+        check_path(out_dir)
         if opts["quiet"]:  # the client libraries' own retry lines too
             from datasets.utils import logging as datasets_logging
             from huggingface_hub.utils import logging as hub_logging
@@ -420,12 +417,9 @@ def cmd_assemble(argv):
     p.add_argument("dir")
     p.add_argument("--nprocs", type=int, default=None, metavar="N", help="shards written at once (default: cores)")
     args = p.parse_args(argv)
-    if is_url(args.dir):
-        open_fs(args.dir)  # its package is installed, the URL names a prefix in a bucket
-    else:
-        check_path(args.dir, "assemble")
-        if not os.path.isdir(args.dir):
-            raise UserError(f"{args.dir}: no such directory; give the --local-dir of the ranks")
+    check_path(args.dir, "assemble")
+    if not is_url(args.dir) and not os.path.isdir(args.dir):
+        raise UserError(f"{args.dir}: no such directory; give the --local-dir of the ranks")
     from .assemble import assemble
 
     t0 = time.time()

@@ -14,7 +14,7 @@ import os
 
 from .errors import UserError
 from .outdir import LOCK
-from .storage import error_line, is_url, open_fs
+from .storage import attempt, error_line, is_url, no_bucket, open_fs
 
 BLOCK = 4 << 20  # read ahead per GET: few requests for a stream, little memory held
 
@@ -28,16 +28,6 @@ def filesystem(url):
     if slot not in _filesystems:
         _filesystems[slot] = open_fs(url, whole_bucket=True)[0]
     return _filesystems[slot], rest.rstrip("/")
-
-
-def attempt(url, fn, *args, **kw):
-    """fn(*args, **kw), with what the storage client gave up on as one line."""
-    try:
-        return fn(*args, **kw)
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(error_line(e, url)) from None
 
 
 def expand(url, wanted, exclude=None):
@@ -64,7 +54,7 @@ def is_prefix(url, fs, key):
         return fs.info(key)["type"] == "directory"
     except Exception as e:
         # s3fs says "The specified bucket does not exist" for a missing bucket, the key for a missing key
-        if isinstance(e, FileNotFoundError) and "specified bucket" not in str(e).lower():
+        if isinstance(e, FileNotFoundError) and not no_bucket(e):
             raise UserError(f"--input {url}: no such object or prefix") from None
         raise UserError(error_line(e, url)) from None
 

@@ -35,7 +35,7 @@ from .errors import UserError
 from .formats import check_file, sha256_file
 from .manifest import NAME as MANIFEST, Manifest, create_file, fsync_dir, remove_file
 from .shards import shard_files, shard_name, shard_pattern
-from .storage import URL, files_at
+from .storage import files_at, is_url, open_fs
 
 LOCK = ".fineweb.lock"
 PARTS = "parts"
@@ -45,19 +45,8 @@ PART_FILE = re.compile(r"^\d{6}\.(tokens|counts|json|json\.used)$")
 PARTS_FIXED = ("job.json", "assembled.json")
 
 
-def recorded_source(path):
-    """The source the manifest (or, for ranks at work, parts/job.json) in `path` recorded, or None; a
-    read without the lock, for choosing the Hub revision before the run begins (the run checks again)."""
-    return _recorded(path, "source")
-
-
-def recorded_settings(path):
-    """The settings recorded there, likewise (for the Hub tokenizer's revision), or None."""
-    st = _recorded(path, "settings")
-    return st if isinstance(st, dict) else None
-
-
-def _recorded(path, key):
+def recorded(path, key):
+    """What the manifest (or, for ranks at work, parts/job.json) in `path` recorded under `key`, or None."""
     try:
         m = Manifest.load(path)
         if m is not None:
@@ -88,10 +77,11 @@ class DirState:
 
 
 def check_path(path, flag="--local-dir"):
-    """A local directory path, or a one-line refusal (URLs, an existing file)."""
-    if URL.match(str(path)):
-        raise UserError(f"{flag} {path}: a bucket URL is taken by a one-machine run's --local-dir so far; copy the "
-                        "files to a local directory first (aws s3 sync, gsutil rsync), or use a mounted bucket")
+    """A local directory path or a bucket URL whose package is installed; else a one-line refusal (an
+    existing file, a URL of an unknown protocol or without its package)."""
+    if is_url(path):
+        open_fs(path)  # its package is installed, the URL names a prefix in a bucket
+        return
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{flag} {path} is a file, not a directory; give a directory")
 

@@ -10,7 +10,6 @@ Credentials and endpoint come the usual way (AWS_* variables, profiles, AWS_ENDP
 or R2) and are never printed. botocore and s3fs retry throttling, 5xx and dropped connections;
 what they give up on becomes one line (error_line).
 """
-import json
 import os
 import re
 import shutil
@@ -67,15 +66,29 @@ def error_line(e, url):
                                                                 "AccessDenied", "Forbidden")):
         return (f"{url}: access refused ({text}); check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and "
                 "that they may read and write this bucket")
-    if isinstance(e, FileNotFoundError) and _no_bucket(e):
+    if isinstance(e, FileNotFoundError) and no_bucket(e):
         return f"{url}: the bucket does not exist ({text}); create it, or check the name and AWS_ENDPOINT_URL"
     return (f"{url}: the storage failed ({name}: {text}); check the endpoint and the network, then rerun the same "
             "command to resume")
 
 
-def _no_bucket(e):
+def no_bucket(e):
+    """The store said the bucket does not exist (s3fs raises it as a FileNotFoundError)."""
     text = str(e)
     return "NoSuchBucket" in text or "bucket does not exist" in text.lower()
+
+
+def attempt(url, fn, *args, keep=(), **kw):
+    """fn(*args, **kw); what the storage client gave up on (botocore and s3fs retry what is worth
+    retrying) becomes one line, but for the exceptions in `keep`, which the caller handles."""
+    try:
+        return fn(*args, **kw)
+    except keep:
+        raise
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(error_line(e, url)) from None
 
 
 def files_at(root):
@@ -228,16 +241,7 @@ class BucketFiles:
         return f"{self.root}/{name}"
 
     def call(self, fn, *args, keep=(), **kw):
-        """fn(*args, **kw); what the client gave up on becomes one line, but for the exceptions in
-        `keep`, which the caller handles."""
-        try:
-            return fn(*args, **kw)
-        except keep:
-            raise
-        except UserError:
-            raise
-        except Exception as e:
-            raise UserError(error_line(e, self.url)) from None
+        return attempt(self.url, fn, *args, keep=keep, **kw)
 
     def listing(self, sub=""):
         """{name: size} of the objects directly under the prefix (or its `sub` folder)."""
@@ -265,7 +269,7 @@ class BucketFiles:
         try:
             return self.call(self.fs.cat_file, self.key(name), keep=FileNotFoundError)
         except FileNotFoundError as e:
-            if _no_bucket(e):
+            if no_bucket(e):
                 raise UserError(error_line(e, self.url)) from None
             return None
 
@@ -361,9 +365,6 @@ class BucketFiles:
         """Can this store do conditional writes (the lock needs them)? S3 and S3-compatible stores."""
         return hasattr(self.fs, "call_s3")
 
-    def overwrite(self, name, data):
-        self.call(self.fs.pipe_file, self.key(name), data)
-
     def remove(self, name):
         try:
             self.call(self.fs.rm_file, self.key(name), keep=FileNotFoundError)
@@ -386,14 +387,6 @@ class BucketFiles:
     def abort_upload(self, key, upload):
         bucket = self.root.split("/", 1)[0]
         self.call(self.fs.call_s3, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload)
-
-    def holder(self, lock):
-        """Who holds the lock object ("" for nobody)."""
-        try:
-            h = json.loads(self.read(lock))
-            return f"fineweb.py {h.get('what', 'run')} on host {h['host']}, pid {h['pid']}"
-        except (TypeError, ValueError, KeyError, AttributeError):
-            return ""
 
 
 class RemoteTokens:

@@ -5,10 +5,11 @@ import tempfile
 
 import numpy as np
 
+from .bucket import lock_state, manifest_at
 from .errors import UserError
 from .formats import check_file, open_tokens, read_megatron_index, sha256_file
-from .manifest import NAME as MANIFEST, Manifest
-from .outdir import LOCK, PARTS, OutputDir
+from .manifest import Manifest
+from .outdir import PARTS, OutputDir
 from .shards import shard_pattern
 from .storage import BucketFiles, is_url
 
@@ -43,13 +44,10 @@ def verify(out_dir):
 
 def verify_bucket(url):
     bucket = BucketFiles(url)
+    m = manifest_at(url)
+    if m is None:
+        raise UserError(f"{url} has no manifest.json: not an output directory of this tool")
     with tempfile.TemporaryDirectory(prefix="fineweb-verify-") as tmp:
-        body = bucket.read(MANIFEST)
-        if body is None:
-            raise UserError(f"{url} has no manifest.json: not an output directory of this tool")
-        with open(os.path.join(tmp, MANIFEST), "wb") as f:
-            f.write(body)
-        m = Manifest.load(tmp)
         names = bucket.listing()
         problems, docs, tokens = converting_problem(m, url), 0, 0
         for s in m.shards:
@@ -66,7 +64,7 @@ def verify_bucket(url):
             docs, tokens = docs + n_docs, tokens + n_tokens
         pattern = shard_pattern(m.settings["prefix"])
         problems += extra_problems([f for f in sorted(names) if pattern.match(f)], m)
-        holder = bucket.holder(LOCK)
+        holder = lock_state(bucket)[0]
         for key, _ in bucket.unfinished_uploads(lambda name: bool(pattern.match(name))):
             why = f"{holder} is writing it" if holder else "a run was killed: rerun it to remove this"
             problems.append(f"leftover unfinished upload: {key.rsplit('/', 1)[-1]} ({why})")
