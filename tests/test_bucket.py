@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import DATA, FINEWEB_EDU, PARQUETS, REPO
+from tokshards.outdir import human_bytes
 
 pytest.importorskip("s3fs", reason="s3fs is not installed (pip install -r requirements-dev.txt)")
 pytest.importorskip("moto", reason="moto is not installed (pip install -r requirements-dev.txt)")
@@ -224,11 +225,13 @@ def test_killed_at_random_moments_the_bucket_ends_identical(s3, bucket, tmp_path
 
 
 class FaultyProxy:
-    """A loopback HTTP proxy in front of the S3 server: every `every`-th request is answered with a
-    503 SlowDown, or its connection is dropped without an answer; the others pass through."""
+    """A loopback HTTP proxy in front of the S3 server: every `every`-th request (or, with `burst`
+    = (first, n), requests first .. first+n-1) is answered with a 503 SlowDown, or its connection is
+    dropped without an answer; the others pass through."""
 
-    def __init__(self, upstream_port, every=4, drop=False):
+    def __init__(self, upstream_port, every=4, drop=False, burst=None):
         self.upstream, self.every, self.drop, self.count, self.faults = upstream_port, every, drop, 0, 0
+        self.burst = burst
         lock = threading.Lock()
         proxy = self
 
@@ -253,7 +256,10 @@ class FaultyProxy:
                 body = self._body()
                 with lock:
                     proxy.count += 1
-                    fault = proxy.count % proxy.every == 0
+                    if proxy.burst:
+                        fault = proxy.burst[0] <= proxy.count < proxy.burst[0] + proxy.burst[1]
+                    else:
+                        fault = proxy.count % proxy.every == 0
                     proxy.faults += fault
                 if fault and proxy.drop:
                     self.close_connection = True
@@ -314,21 +320,62 @@ def test_the_stores_faults_are_retried_and_the_output_is_the_same(s3, bucket, tm
     same_output(store.files(f"{name}/edu"), local_run(tmp_path, text))
 
 
+@pytest.mark.parametrize("drop", [False, True], ids=["503 SlowDown", "dropped connection"])
+def test_a_burst_of_faults_outlasting_the_clients_retries_is_retried_with_a_line_each_time(
+        s3, bucket, tmp_path, text, drop):
+    """botocore and s3fs keep one quick retry each; what outlasts them is the tool's logged retry."""
+    name, store = bucket
+    proxy = FaultyProxy(int(s3["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]), drop=drop, burst=(25, 12))
+    try:
+        env = {**s3, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}", "FINEWEB_RETRY_BASE_SECONDS": "0.05"}
+        r = run(env, "--input", text, *ARGS, "--local-dir", f"s3://{name}/edu")
+    finally:
+        proxy.close()
+    assert r.returncode == 0, r.stderr
+    assert proxy.faults == 12
+    retries = [line for line in r.stderr.splitlines() if line.startswith(f"network: s3://{name}/edu (")]
+    assert 1 <= len(retries) <= 12 and "; retry 1/20 in " in retries[0], r.stderr
+    assert all(("Service Unavailable" in line or "reduce your request rate" in line) != drop for line in retries)
+    same_output(store.files(f"{name}/edu"), local_run(tmp_path, text))
+
+
 def test_a_store_that_keeps_failing_ends_in_one_line_and_stays_resumable(s3, bucket, tmp_path, text):
     name, store = bucket
     proxy = FaultyProxy(int(s3["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]), every=1)  # every request: 503
     try:
-        env = {**s3, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}", "AWS_RETRY_MODE": "standard",
-               "AWS_MAX_ATTEMPTS": "2"}
-        r = run(env, "--input", text, *ARGS, "--local-dir", f"s3://{name}/edu", timeout=120)
+        env = {**s3, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}", "FINEWEB_RETRY_BASE_SECONDS": "0.05"}
+        r = run(env, "--input", text, *ARGS, "--local-dir", f"s3://{name}/edu", "--retries", 3, timeout=120)
     finally:
         proxy.close()
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert lines[-1].startswith(f"fineweb.py: error: s3://{name}/edu: the storage failed") and "rerun" in lines[-1]
+    assert [line.split("; retry ")[1].split(" in ")[0] for line in lines[:-1]] == ["1/3", "2/3", "3/3"], r.stderr
+    assert lines[-1].startswith(f"fineweb.py: error: s3://{name}/edu (") and "failed 4 times in a row" in lines[-1]
+    assert lines[-1].endswith("then rerun the same command to resume"), lines[-1]
     r = run(s3, "--input", text, *ARGS, "--local-dir", f"s3://{name}/edu")
     assert r.returncode == 0, r.stderr
     same_output(store.files(f"{name}/edu"), local_run(tmp_path, text))
+
+
+def test_a_rank_checks_the_room_to_stage_its_part_before_tokenizing(s3, bucket, tmp_path, text):
+    """A rank writing to a bucket stages each part locally before its upload: with too little room
+    there (the disk reports 1,000 bytes free) it stops at once in one line; --no-disk-check goes on."""
+    name, store = bucket
+    small = ("import shutil, sys; real = shutil.disk_usage; "
+             "shutil.disk_usage = lambda p: real(p)._replace(free=1000); "
+             "sys.argv[0] = 'fineweb.py'; from tokshards import command; command.main()")
+    args = ["--input", str(text), *map(str, ARGS), "--local-dir", f"s3://{name}/edu", "--rank", "0", "--world-size", "1"]
+    r = subprocess.run([sys.executable, "-c", small, *args], env=s3, cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"fineweb.py: error: the part of docs.txt is written in {tempfile.gettempdir()} before its upload to "
+        f"s3://{name}/edu: about {human_bytes(int(text.stat().st_size / 4.4) * 2 + (1 << 20))} needed, 1.0 kB free; "
+        "set TMPDIR to a disk with more space, or skip this check with --no-disk-check"], r.stderr
+    assert not [k for k in store.files(f"{name}/edu/parts") if k != "job.json"]
+    r = subprocess.run([sys.executable, "-c", small, *args, "--no-disk-check"], env=s3, cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "000000.json" in store.files(f"{name}/edu/parts")
 
 
 def test_objects_it_did_not_write_are_refused_or_left_alone(s3, bucket, text):
@@ -377,10 +424,10 @@ def test_one_line_for_a_missing_bucket_bad_or_no_credentials_and_no_s3fs(s3, buc
                 *ARGS, "--local-dir", "s3://bucket0/x")
     finally:
         strict.stop()
-    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        "fineweb.py: error: s3://bucket0/x: access refused (The AWS Access Key Id you provided does not exist in our "
-        "records.); check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and that they may read and write this "
-        "bucket"], r.stderr
+    lines = r.stderr.strip().splitlines()  # (the store's reason: a HEAD's answer has no text, a GET's has)
+    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith(
+        "fineweb.py: error: s3://bucket0/x: access refused (") and lines[0].endswith(
+        "); check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and that they may read and write this bucket"), lines
     assert "wrong" not in r.stderr  # (the secret is never printed)
     bare = {k: v for k, v in s3.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")}
     bare.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))

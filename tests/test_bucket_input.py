@@ -203,17 +203,20 @@ class FailingFrom(FaultyProxy):
 def test_a_store_that_fails_mid_read_is_one_line(s3, inputs, tmp_path, nprocs):
     proxy = FailingFrom(int(s3["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]), n=12)
     try:
-        env = {**s3, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}", "AWS_RETRY_MODE": "standard",
-               "AWS_MAX_ATTEMPTS": "2"}
-        r = run(env, "--input", "s3://inputs/data/parquet/", *ARGS, "--nprocs", nprocs,
+        env = {**s3, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}", "FINEWEB_RETRY_BASE_SECONDS": "0.05"}
+        r = run(env, "--input", "s3://inputs/data/parquet/", *ARGS, "--nprocs", nprocs, "--retries", 2,
                 "--local-dir", tmp_path / "out", timeout=120)
     finally:
         proxy.close()
-    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    # an object's read (not the listing): named, and the storage's words
-    assert re.fullmatch(r"fineweb\.py: error: s3://inputs/data/parquet/00[01]_00000\.parquet: the storage failed "
-                        r"\(.+\); check the endpoint and the network, then rerun the same command to resume\n",
-                        r.stderr), r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    # an object's read (not the listing), named: retried twice with a line each (per worker reading), then one line
+    obj = r"s3://inputs/data/parquet/00[01]_00000\.parquet \(\w+\)"
+    tries = [re.fullmatch(rf"network: {obj}: .+; retry (\d)/2 in [\d.]+s", line) for line in lines[:-1]]
+    assert all(tries) and {m.group(1) for m in tries} == {"1", "2"}, r.stderr
+    assert re.fullmatch(rf"fineweb\.py: error: {obj} failed 3 times in a row over \d+s \(last: .+\); check the "
+                        r"endpoint \(AWS_ENDPOINT_URL\) and the network, then rerun the same command to resume",
+                        lines[-1]), r.stderr
 
 
 def test_one_line_for_a_missing_prefix_bucket_credentials_or_s3fs(s3, inputs, bucket, tmp_path):
@@ -245,3 +248,41 @@ def test_one_line_for_a_missing_prefix_bucket_credentials_or_s3fs(s3, inputs, bu
                         str(tmp_path / "out")], env=s3, cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         "fineweb.py: error: s3://inputs/data/txt/: s3:// needs the package s3fs: pip install s3fs"], r.stderr
+
+
+def _client_error(code, status):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "GetObject")
+
+
+def _translated(code, status):
+    """As s3fs raises it: an OSError (or FileNotFoundError, PermissionError...) caused by the ClientError."""
+    from s3fs.errors import translate_boto_error
+
+    return translate_boto_error(_client_error(code, status))
+
+
+@pytest.mark.parametrize("make, transient", [
+    (lambda: _client_error("SlowDown", 503), True),
+    (lambda: _translated("SlowDown", 503), True),
+    (lambda: _translated("InternalError", 500), True),
+    (lambda: _translated("503", 503), True),  # a HEAD's answer: a status, no code of its own
+    (lambda: _translated("TooManyRequests", 429), True),
+    (lambda: _translated("RequestTimeout", 400), True),
+    (lambda: __import__("botocore.exceptions").exceptions.EndpointConnectionError(endpoint_url="http://x"), True),
+    (lambda: __import__("botocore.exceptions").exceptions.ConnectionClosedError(endpoint_url="http://x"), True),
+    (lambda: __import__("aiohttp").ServerDisconnectedError(), True),
+    (lambda: _translated("NoSuchKey", 404), False),
+    (lambda: _translated("NoSuchBucket", 404), False),
+    (lambda: _translated("AccessDenied", 403), False),
+    (lambda: _translated("PreconditionFailed", 412), False),
+    (lambda: _translated("InvalidBucketName", 400), False),
+    (lambda: __import__("botocore.exceptions").exceptions.NoCredentialsError(), False),
+    (lambda: ValueError("not the store"), False),
+])
+def test_which_failures_of_a_store_are_retried(make, transient):
+    from tokshards.storage import is_transient
+
+    assert is_transient(make()) is transient

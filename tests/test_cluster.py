@@ -470,3 +470,28 @@ def test_engine_ray_without_ray_installed_says_how_to_get_it(tmp_path):
     r = run_cli("--input", PARQUETS[0], "--local-dir", tmp_path / "o", "--engine", "ray", env=env)
     assert r.returncode == 1
     assert r.stderr == "fineweb.py: error: --engine ray needs Ray: pip install -r requirements-ray.txt\n"
+
+
+@pytest.mark.skipif(not TXT.exists(), reason=f"sample text not found at {TXT}")
+def test_a_rank_checks_the_room_for_its_part_before_tokenizing(tmp_path):
+    """A rank writes each part into the output directory: with too little room there (the disk reports
+    1,000 bytes free) it stops at once in one line, leaving no part; --no-disk-check goes on."""
+    text = tmp_path / "docs.txt"
+    with open(TXT, "rb") as f:
+        text.write_bytes(f.read(300_000))
+    small = ("import shutil, sys; real = shutil.disk_usage; "
+             "shutil.disk_usage = lambda p: real(p)._replace(free=1000); "
+             "sys.argv[0] = 'fineweb.py'; from tokshards import command; command.main()")
+    out = tmp_path / "out"
+    args = ["--input", str(text), "--shard-size", "100K", "--nprocs", "1", "--local-dir", str(out),
+            "--rank", "0", "--world-size", "1"]
+    r = subprocess.run([sys.executable, "-c", small, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    need = int(text.stat().st_size / 4.4) * 2 + (1 << 20)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"fineweb.py: error: the part of docs.txt is written in {out / 'parts'}: about {need / 1e6:.1f} MB needed, "
+        "1.0 kB free; free some space, or skip this check with --no-disk-check"], r.stderr
+    assert sorted(os.listdir(out / "parts")) == ["job.json"]
+    r = subprocess.run([sys.executable, "-c", small, *args, "--no-disk-check"], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "000000.json" in os.listdir(out / "parts")

@@ -306,12 +306,11 @@ def recorded(where, key):
     run begins (it checks again)."""
     if not is_url(where):
         return recorded_locally(where, key)
-    url = where
+    files = BucketFiles(where)  # (a store that fails is one line here already: the run could not go on)
+    body = files.read(MANIFEST) or files.read(f"{PARTS}/job.json")
     try:
-        files = BucketFiles(url)
-        body = files.read(MANIFEST) or files.read(f"{PARTS}/job.json")
         return json.loads(body).get(key)
-    except (UserError, TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError):
         return None
 
 

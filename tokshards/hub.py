@@ -11,13 +11,11 @@
 import copy
 import os
 import queue
-import random
 import re
 import sys
 import shutil
 import tempfile
 import threading
-import time
 from collections import OrderedDict, deque
 from contextlib import closing
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import pyarrow.parquet as pq
 from .errors import UserError
 from .job import usable_cpus
 from .positions import Position
+from .retry import Retrier, is_data_error
 from .sources import BATCH_DOCS, TASK_BYTES, Batch, check_text_type, corrupt, row_group_batches, token_counts
 
 FINEWEB = {  # repo -> (file prefix, directory stem), as build-nanogpt and llm.c name them
@@ -68,12 +67,6 @@ def _hf_errors():
     return errors
 
 
-def is_data_error(exc):
-    """pyarrow could not make sense of the bytes: a damaged file, or a body cut short on the way."""
-    return type(exc).__name__ in ("ArrowInvalid", "ArrowIOError", "ArrowException") or (
-        type(exc) is OSError and exc.errno is None)  # pyarrow's "Couldn't deserialize thrift", "File too short"
-
-
 def is_transient(exc):
     """Trouble worth retrying (the network, or unreadable data that a re-download may fix), as
     opposed to a mistake retrying cannot fix."""
@@ -89,59 +82,11 @@ def is_transient(exc):
     return mod.startswith(("httpx", "httpcore", "aiohttp", "fsspec", "requests", "urllib3"))
 
 
-def retry_after(exc):
-    resp = getattr(exc, "response", None)
-    try:
-        return float(resp.headers.get("Retry-After"))
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
-# Unreadable data that a re-download does not fix is a damaged file, not the network: it is
-# retried this many times (consecutive failures, whatever --retries says), then named as such.
-DATA_RETRIES = 2
 # Before the first successful contact with the Hub the budget is short: a machine with no route to
 # it, a wrong HF_ENDPOINT or a proxy that is needed and not set must hear so in about a minute.
 FIRST_CONTACT_RETRIES, FIRST_CONTACT_SECONDS = 4, 60.0
 NO_CONTACT_HINT = ("check the network connection, HF_ENDPOINT (now {endpoint}), HF_HUB_OFFLINE and any proxy "
                    "(HTTPS_PROXY), then rerun")
-
-
-class Retrier:
-    """Backoff with jitter for consecutive failures; progress resets the budget."""
-
-    def __init__(self, attempts, seconds, log):
-        self.attempts, self.seconds, self.log = attempts, seconds, log
-        # 1 s, 2 s, 4 s ... 60 s. Tests shrink it; the client libraries' own waits come on top.
-        self.base = float(os.environ.get("FINEWEB_RETRY_BASE_SECONDS", "1"))
-        self.reset()
-
-    def reset(self):
-        self.failures, self.first_failure, self.data_failures = 0, None, 0
-
-    def wait(self, exc, what, advice="rerun the same command to resume where it stopped"):
-        """Sleep before the next try, or raise UserError when the budget is spent."""
-        now = time.monotonic()
-        self.first_failure = self.first_failure or now
-        self.failures += 1
-        self.data_failures = self.data_failures + 1 if is_data_error(exc) else 0
-        cause = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-        if self.data_failures > min(DATA_RETRIES, self.attempts):
-            raise UserError(
-                f"{what} failed {self.failures} times in a row with data that cannot be read (last: {cause}); the "
-                "file looks damaged or cut short on the server: rerun the same command to try again, and if it "
-                "persists, report the file to the dataset's owners") from exc
-        if self.failures > self.attempts or now - self.first_failure > self.seconds:
-            raise UserError(
-                f"{what} failed {self.failures} times in a row over {now - self.first_failure:.0f}s "
-                f"(last: {cause}); {advice}"
-            ) from exc
-        delay = min(60.0, self.base * 2.0 ** (self.failures - 1)) * (0.5 + random.random())
-        hinted = retry_after(exc)
-        if hinted is not None:
-            delay = max(delay, hinted)
-        self.log(f"network: {what}: {cause}; retry {self.failures}/{self.attempts} in {delay:.1f}s")
-        time.sleep(delay)
 
 
 def _quiet_datasets_retries():
@@ -424,6 +369,9 @@ class HubSource:
 
     def input_bytes(self):
         return None
+
+    def file_bytes(self, i):
+        return os.path.getsize(self.files[i]) if self.local else None  # (the Hub is not asked before the read)
 
     def fetchers(self, nprocs):
         """Row groups each worker downloads at once: --readers spread over the workers (at least one,

@@ -66,10 +66,21 @@ class Job:
             return int(KNOWN_TOKENS[self.config_name])
         nbytes = self.source.input_bytes()
         if nbytes:
-            # ~4.4 bytes of text per GPT-2 token; snappy parquet holds ~2x its size in text.
             parquet = any(str(f).endswith(".parquet") for f in getattr(self.source, "files", []))
-            return int(nbytes * (2.0 if parquet else 1.0) / 4.4)
+            return _tokens_in(nbytes, parquet)
         return None
+
+    def estimate_file_tokens(self, i):
+        """Tokens of source file i, roughly (for the space a part needs), or None."""
+        if self.config_name in KNOWN_TOKENS and not getattr(self.source, "local", False):
+            return int(KNOWN_TOKENS[self.config_name] / max(1, len(self.source.files)))
+        nbytes = self.source.file_bytes(i)
+        return None if nbytes is None else _tokens_in(nbytes, str(self.source.files[i]).endswith(".parquet"))
+
+
+def _tokens_in(nbytes, parquet):
+    """~4.4 bytes of text per GPT-2 token; snappy parquet holds ~2x its size in text."""
+    return int(nbytes * (2.0 if parquet else 1.0) / 4.4)
 
 
 def usable_cpus():

@@ -6,8 +6,9 @@ sorted order. An object is read with ranged GETs through fsspec (s3fs reads at m
 of what is asked, and pins the object's ETag when it opens it), so memory stays constant and no file
 is downloaded whole; byte offsets and parquet row groups mean the same as in the local copy, so resume
 positions do too. An object is identified between runs by its size, ETag and modification time.
-A failure the client gives up on (botocore and s3fs retry 5xx and SlowDown themselves) is one line
-(storage.error_line), raised as a UserError that pyarrow and the decompressors pass on unchanged.
+Every call is storage.attempt: 5xx, SlowDown and dropped connections are retried with the logged,
+budgeted retry; what is not worth retrying, or outlasts the budget, is one line, raised as a
+UserError that pyarrow and the decompressors pass on unchanged.
 """
 import io
 import os
@@ -18,16 +19,9 @@ from .storage import attempt, error_line, is_url, no_bucket, open_fs
 
 BLOCK = 4 << 20  # read ahead per GET: few requests for a stream, little memory held
 
-_filesystems = {}  # (process id, protocol) -> filesystem: a worker reads many tasks of one store
-
-
 def filesystem(url):
-    """(filesystem, key "bucket/path") of a URL; one filesystem per process and protocol."""
-    protocol, rest = str(url).split("://", 1)
-    slot = (os.getpid(), protocol)
-    if slot not in _filesystems:
-        _filesystems[slot] = open_fs(url, whole_bucket=True)[0]
-    return _filesystems[slot], rest.rstrip("/")
+    """(filesystem, key "bucket/path") of a URL (one filesystem per process and store: open_fs)."""
+    return open_fs(url, whole_bucket=True)
 
 
 def expand(url, wanted, exclude=None):
@@ -51,12 +45,12 @@ def expand(url, wanted, exclude=None):
 def is_prefix(url, fs, key):
     """True for a prefix with objects under it, False for an object; else one line."""
     try:
-        return fs.info(key)["type"] == "directory"
-    except Exception as e:
+        return attempt(url, fs.info, key, keep=FileNotFoundError)["type"] == "directory"
+    except FileNotFoundError as e:
         # s3fs says "The specified bucket does not exist" for a missing bucket, the key for a missing key
-        if isinstance(e, FileNotFoundError) and not no_bucket(e):
-            raise UserError(f"--input {url}: no such object or prefix") from None
-        raise UserError(error_line(e, url)) from None
+        if no_bucket(e):
+            raise UserError(error_line(e, url)) from None
+        raise UserError(f"--input {url}: no such object or prefix") from None
 
 
 def info(url):

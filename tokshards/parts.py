@@ -23,10 +23,10 @@ import numpy as np
 
 from .errors import UserError
 from .manifest import create_file
-from .outdir import PARTS, part_names
+from .outdir import PARTS, human_bytes, part_names
 from .pool import log_stderr, tokenize_in_order
 from .positions import Position
-from .storage import files_at
+from .storage import files_at, is_url
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,22 @@ def load_done(out_dir, i, check_sha=True):
     return part
 
 
+def check_space(job, i, files, name):
+    """One line, before tokenizing, if the local disk the part of file i is written on (the output
+    directory, or for a bucket the staging directory it is uploaded from) has no room for it."""
+    tokens = job.estimate_file_tokens(i)
+    if not tokens:
+        return
+    need = tokens * np.dtype(job.dtype).itemsize + (1 << 20)
+    where, free = files.staging_space(name)
+    if need > free:
+        upload = f" before its upload to {job.out_dir}" if is_url(job.out_dir) else ""
+        raise UserError(f"the part of {os.path.basename(str(job.source.files[i]))} is written in {where}{upload}: "
+                        f"about {human_bytes(need)} needed, {human_bytes(free)} free; "
+                        + ("set TMPDIR to a disk with more space" if upload else "free some space")
+                        + ", or skip this check with --no-disk-check")
+
+
 def tokenize_file(job, i, nprocs=0, log=None):
     """Tokenize source file i of job into its part; returns its Part.
 
@@ -110,6 +126,8 @@ def tokenize_file(job, i, nprocs=0, log=None):
         return replace(done, skipped=True)
     files = files_at(job.out_dir)
     names = part_names(i)
+    if job.disk_check:
+        check_space(job, i, files, names[0])
     # temporary names unique per attempt: a task that Ray retries may overlap a lost node's attempt still running
     tmp = [files.staging(n) for n in names[:2]]
     h, n, docs, batches = hashlib.sha256(), 0, 0, []

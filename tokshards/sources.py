@@ -330,6 +330,9 @@ class LocalSource:
     def input_bytes(self):
         return sum(input_size(f) for f in self.files)
 
+    def file_bytes(self, i):
+        return input_size(self.files[i])
+
     def fetchers(self, nprocs):
         """Tasks each worker reads at once: one, the next, in a thread while it tokenizes the one before
         (a cold disk or a network filesystem: the read overlaps the tokenizing)."""

@@ -7,8 +7,10 @@ rename; in a bucket the upload itself (an object store shows an object once its 
 completion of its multipart upload, succeeds; s3fs picks a part size under S3's 10,000 parts).
 
 Credentials and endpoint come the usual way (AWS_* variables, profiles, AWS_ENDPOINT_URL for MinIO
-or R2) and are never printed. botocore and s3fs retry throttling, 5xx and dropped connections;
-what they give up on becomes one line (error_line).
+or R2) and are never printed. Throttling, 5xx and dropped connections are retried by every call
+(attempt) with the tool's logged, budgeted retry (retry.py, --retries/--retry-time), as the Hub's
+are; botocore and s3fs are left one quick try each of their own (unless AWS_MAX_ATTEMPTS or
+AWS_RETRY_MODE says otherwise). What is not worth retrying, or outlasts the budget, is one line.
 """
 import os
 import re
@@ -22,10 +24,19 @@ import numpy as np
 from .errors import UserError
 from .formats import sha256_file
 from .manifest import atomic_write, create_file, fsync_dir, remove_file, temp_name
+from .retry import Retrier, budget, log_line
 
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 STAGING = "fineweb-stage-"  # the local directories a bucket's files are written in before their upload
 PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+# Before the first call that succeeds the budget is short: a wrong AWS_ENDPOINT_URL, or a machine with
+# no route to the store, must hear so in about a minute, not after --retry-time.
+FIRST_CONTACT_RETRIES, FIRST_CONTACT_SECONDS = 4, 60.0
+# What says which store and whose credentials: a filesystem is made once per process for each.
+IDENTITY_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN",
+                "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE")
+_filesystems = {}  # (process id, protocol, IDENTITY_ENV values) -> filesystem
+_contact = set()  # the protocols a call of this process has reached
 
 
 def is_url(path):
@@ -47,9 +58,18 @@ def open_fs(url, whole_bucket=False):
     except ValueError:
         raise UserError(f"{url}: fsspec knows no protocol {protocol}://; give a local directory or an "
                         "s3:// (gs://, az://, ...) URL") from None
-    # listings are read fresh each time: another machine (or a killed run) may have changed them
-    fs, root = fsspec.core.url_to_fs(str(url), use_listings_cache=False, skip_instance_cache=True)
-    root = root.rstrip("/")
+    slot = (os.getpid(), protocol) + tuple(os.environ.get(k) for k in IDENTITY_ENV)
+    if slot not in _filesystems:  # (made once: each one looks up the credentials anew)
+        quick = protocol in ("s3", "s3a") and not {"AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"} & set(os.environ)
+        # listings are read fresh each time: another machine (or a killed run) may have changed them
+        fs = fsspec.filesystem(protocol, use_listings_cache=False, skip_instance_cache=True,
+                               **({"config_kwargs": {"retries": {"max_attempts": 2, "mode": "standard"}}}
+                                  if quick else {}))
+        if quick:  # one quick retry each in botocore and s3fs; the rest is attempt()'s, logged
+            fs.retries = 2
+        _filesystems[slot] = fs
+    fs = _filesystems[slot]
+    root = str(url).split("://", 1)[1].rstrip("/")
     if "/" not in root and not whole_bucket:
         raise UserError(f"{url}: give a prefix inside the bucket ({protocol}://BUCKET/NAME), not the bucket's root")
     return fs, root
@@ -79,16 +99,62 @@ def no_bucket(e):
 
 
 def attempt(url, fn, *args, keep=(), **kw):
-    """fn(*args, **kw); what the storage client gave up on (botocore and s3fs retry what is worth
-    retrying) becomes one line, but for the exceptions in `keep`, which the caller handles."""
-    try:
-        return fn(*args, **kw)
-    except keep:
-        raise
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(error_line(e, url)) from None
+    """fn(*args, **kw), retried while it fails for a reason worth retrying (is_transient), within the
+    budget, a line each time; any other failure is one line, but for the exceptions in `keep`, which
+    the caller handles. fn must be safe to repeat (every call here is: a read, a whole upload, a
+    delete, a conditional PUT whose caller reads back what it finds)."""
+    protocol = str(url).split("://", 1)[0]
+    retrier = None
+    while True:
+        try:
+            out = fn(*args, **kw)
+            _contact.add(protocol)
+            return out
+        except UserError:
+            raise
+        except Exception as e:
+            if not is_transient(e):
+                if isinstance(e, keep):
+                    raise
+                raise UserError(error_line(e, url)) from None
+            if retrier is None:
+                attempts, seconds = budget()
+                if protocol not in _contact:
+                    attempts, seconds = min(attempts, FIRST_CONTACT_RETRIES), min(seconds, FIRST_CONTACT_SECONDS)
+                retrier = Retrier(attempts, seconds, log_line)
+            op = getattr(fn, "__name__", "a call").lstrip("_")
+            what = f"{url} ({args[0] if op == 'call_s3' and args else op})"  # (call_s3: the S3 operation)
+            retrier.wait(e, what, "check the endpoint (AWS_ENDPOINT_URL) and the network, then rerun the same "
+                         "command to resume", data=False)
+
+
+# botocore's codes for trouble on the store's side that passes (HTTP 5xx, 408 and 429 are too)
+TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+                   "TooManyRequestsException", "RequestTimeout", "InternalError", "ServiceUnavailable",
+                   "OperationAborted"}
+# exception classes (by name: botocore, aiohttp and fsspec are imported only with a bucket) of a
+# connection that failed, dropped or timed out, or an answer cut short
+TRANSIENT_CLASSES = {"HTTPClientError", "ClientPayloadError", "ClientConnectionError", "ServerDisconnectedError",
+                     "ClientOSError", "IncompleteRead", "FSTimeoutError", "ResponseParserError",
+                     "ResponseStreamingError", "ConnectionError", "TimeoutError"}
+
+
+def is_transient(e):
+    """A store's failure worth retrying: throttling, 5xx, a dropped or timed-out connection. Not a
+    missing object or bucket, refused credentials, or a failed condition (412)."""
+    seen = 0
+    while e is not None and seen < 6:
+        if isinstance(e, (FileNotFoundError, PermissionError, FileExistsError)):
+            return False
+        if any(c.__name__ in TRANSIENT_CLASSES for c in type(e).__mro__):
+            return True
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):  # a botocore ClientError: what the store answered
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            code = response.get("Error", {}).get("Code")
+            return code in TRANSIENT_CODES or status >= 500 or status in (408, 429)
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
 
 
 def files_at(root):
@@ -192,6 +258,13 @@ class LocalFiles:
     def discard(self, local):
         remove_file(local)
 
+    def staging_space(self, name):
+        """(the local directory staging(name) writes in, its free bytes)."""
+        d = os.path.dirname(self.path(name))
+        while not os.path.isdir(d) and os.path.dirname(d) != d:  # (parts/ is made on the first write)
+            d = os.path.dirname(d)
+        return d, shutil.disk_usage(d).free
+
     def staging(self, name):
         """A new local file for `name` to be written to, then given to put(); its directory exists."""
         path = temp_name(self.path(name), _tag())
@@ -289,6 +362,11 @@ class BucketFiles:
                             f"was it changed? check it with: python fineweb.py verify {self.url}")
         return np.frombuffer(data, dtype=dtype)
 
+    def staging_space(self, name):
+        """(the local directory staging(name) writes in, its free bytes)."""
+        d = tempfile.gettempdir()
+        return d, shutil.disk_usage(d).free
+
     def staging(self, name):
         d = tempfile.mkdtemp(prefix=staging_prefix())
         return os.path.join(d, os.path.basename(name))
@@ -332,9 +410,13 @@ class BucketFiles:
             return self.call(self.fs.call_s3, "put_object", Bucket=bucket, Key=key, Body=data, **cond,
                              keep=OSError)["ETag"]
         except OSError as e:
-            if _precondition_failed(e):
-                return None
-            raise UserError(error_line(e, self.url)) from None
+            if not _precondition_failed(e):
+                raise UserError(error_line(e, self.url)) from None
+        # the condition failed: lost to another writer, or this PUT succeeded before its answer was lost
+        # and a retry found its own object (a holder's data is unique: host, pid, time; an empty
+        # body is not, and is never taken for this process's own)
+        now = self.read_versioned(name) if data else None
+        return now[1] if now is not None and now[0] == data else None
 
     def put_bytes(self, name, data):
         """An unconditional PUT; the new ETag."""
