@@ -11,6 +11,8 @@ Rows, interleaved in each repeat (medians shown):
 - ceiling: two processes that each read half of the same parquet files into str and tokenize them
   with the same fast tokenizer (bench/ceiling.py --include-read): no IPC, no writing;
 - local: `fineweb.py --input FILES` (default backend, --nprocs N);
+- local, page cache: the same with FINEWEB_DIRECT_IO=0 (shards written through the page cache, as
+  before shardfile.py: what direct I/O saves the main process);
 - hub: `fineweb.py --remote 10BT` against tests/hubserver.py serving the same files on 127.0.0.1,
   uncapped (the server runs on the same cores: its CPU is shown apart).
 CPU seconds are the tool's own report on its last line: its main process (user + system; of it,
@@ -94,7 +96,7 @@ def main():
     hub = start_hub({"HuggingFaceFW/fineweb-edu": str(repo)}, work)
     server = psutil.Process(hub.proc.pid)
     env_local = bench.child_env()
-    rows = {k: [] for k in ("ceiling", "local", "hub", "fixed local", "fixed hub")}
+    rows = {k: [] for k in ("ceiling", "local", "local, page cache", "hub", "fixed local", "fixed hub")}
     digests = set()
     try:
         for r in range(repeat):
@@ -107,6 +109,11 @@ def main():
             bench.wait_for_quiet(30)
             rows["local"].append(run_tool(["--input", *map(str, files), "--prefix", "edufineweb"], env_local,
                                           work / "local", a.nprocs, logdir, f"local{r}"))
+            digests.add(shards_digest(work / "local"))
+            bench.wait_for_quiet(30)
+            rows["local, page cache"].append(run_tool(["--input", *map(str, files), "--prefix", "edufineweb"],
+                                                      {**env_local, "FINEWEB_DIRECT_IO": "0"}, work / "local",
+                                                      a.nprocs, logdir, f"local-cached{r}"))
             digests.add(shards_digest(work / "local"))
             hub.reset()
             env = hub_env(hub, work, timeout=60)
@@ -144,18 +151,18 @@ def main():
              "workers CPU s per 1B tok | peak RSS: tree / main / a worker | server CPU s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     per = {}
-    for name in ("local", "hub"):
-        rs = rows[name]
+    for name in ("local", "local, page cache", "hub"):
+        rs, path = rows[name], name.split(",")[0]
         wall, main_cpu, workers = med(x[0] for x in rs), med(x[2] for x in rs), med(x[3] for x in rs)
         write, hashing = med(x[7] for x in rs), med(x[8] for x in rs)
-        thread_per = max(1e-9, main_cpu - write - hashing - fixed[name]) / tokens * 1e9
+        thread_per = max(1e-9, main_cpu - write - hashing - fixed[path]) / tokens * 1e9
         write_per, hash_per = write / tokens * 1e9, hashing / tokens * 1e9
         main_per = max(thread_per, write_per, hash_per)  # three threads, a core each: the busiest is the bound
-        work_per = max(1e-9, workers - fixed_workers[name]) / tokens * 1e9
+        work_per = max(1e-9, workers - fixed_workers[path]) / tokens * 1e9
         per[name] = (main_per, work_per)
         server_cpu = f"{med(x[9] for x in rs):.1f}" if name == "hub" else "-"
         mem = " / ".join(f"{med(x[k] for x in rs) / 2**20:.0f}" for k in (4, 5, 6)) + " MiB"
-        steady = tokens / max(wall - fixed_wall[name], 1e-9)
+        steady = tokens / max(wall - fixed_wall[path], 1e-9)
         lines.append(f"| {name} | {wall:.1f} | {tokens / wall / 1e6:.1f} | {tokens / wall / ceiling_rate:.2f} | "
                      f"{steady / 1e6:.1f} ({steady / ceiling_rate:.2f}) | {main_cpu:.1f} | {workers:.1f} | "
                      f"{thread_per + write_per + hash_per:.1f}: {thread_per:.1f} + {write_per:.1f} + {hash_per:.1f} | "

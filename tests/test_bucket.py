@@ -357,6 +357,26 @@ def test_a_store_that_keeps_failing_ends_in_one_line_and_stays_resumable(s3, buc
     same_output(store.files(f"{name}/edu"), local_run(tmp_path, text))
 
 
+def test_a_store_failing_mid_run_ends_in_one_line_after_a_brief_tidy_up(s3, bucket, tmp_path, text):
+    """Every request from the 30th on fails: the run's call spends --retries (3), then the release of
+    the lock tries only briefly (2 retries) before the one line; the rerun resumes."""
+    name, store = bucket
+    proxy = FaultyProxy(int(s3["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]), burst=(30, 10**9))
+    try:
+        env = {**s3, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}", "FINEWEB_RETRY_BASE_SECONDS": "0.05"}
+        r = run(env, "--input", text, *ARGS, "--local-dir", f"s3://{name}/edu", "--retries", 3, timeout=120)
+    finally:
+        proxy.close()
+    lines = [line for line in r.stderr.strip().splitlines() if not line.startswith("wrote ")]
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    budgets = [line.split("; retry ")[1].split(" in ")[0] for line in lines[:-1]]
+    assert budgets[:3] == ["1/3", "2/3", "3/3"] and set(budgets[3:]) <= {"1/2", "2/2"} and budgets[3:], r.stderr
+    assert lines[-1].startswith(f"fineweb.py: error: s3://{name}/edu (") and "failed 4 times in a row" in lines[-1]
+    r = run(s3, "--input", text, *ARGS, "--local-dir", f"s3://{name}/edu")
+    assert r.returncode == 0, r.stderr
+    same_output(store.files(f"{name}/edu"), local_run(tmp_path, text))
+
+
 def test_a_rank_checks_the_room_to_stage_its_part_before_tokenizing(s3, bucket, tmp_path, text):
     """A rank writing to a bucket stages each part locally before its upload: with too little room
     there (the disk reports 1,000 bytes free) it stops at once in one line; --no-disk-check goes on."""

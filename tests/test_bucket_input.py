@@ -281,6 +281,11 @@ def _translated(code, status):
     (lambda: _translated("InvalidBucketName", 400), False),
     (lambda: __import__("botocore.exceptions").exceptions.NoCredentialsError(), False),
     (lambda: ValueError("not the store"), False),
+    (lambda: _translated("NotImplemented", 501), False),  # a store without conditional writes: never passes
+    (lambda: _translated("ConditionalRequestConflict", 409), True),  # a racing conditional write: AWS says retry
+    (lambda: _translated("BadDigest", 400), True),  # a body damaged on the way
+    (lambda: __import__("botocore.exceptions").exceptions.SSLError(endpoint_url="https://x", error="bad cert"), False),
+    (lambda: type("Odd", (Exception,), {"response": {"ResponseMetadata": None, "Error": "x"}})(), False),
 ])
 def test_which_failures_of_a_store_are_retried(make, transient):
     from tokshards.storage import is_transient

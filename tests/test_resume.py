@@ -770,6 +770,31 @@ def test_no_disk_check_skips_it(tmp_path, inputs, cli, monkeypatch):
     assert m["complete"] and sum(s["tokens"] for s in m["shards"]) == 1_000_000
 
 
+def test_a_commands_retry_budget_is_its_own_and_ends_with_it(tmp_path, inputs, cli, monkeypatch):
+    """--retries/--retry-time/--quiet reach the run's processes through FINEWEB_* variables, set for
+    the command and put back after it (another command in the same process, or a test, sees its own)."""
+    monkeypatch.setenv("FINEWEB_RETRIES", "7")
+    monkeypatch.delenv("FINEWEB_QUIET", raising=False)
+    seen = {}
+    import tokshards.pipeline as P
+
+    real = P.run
+
+    def run(job, **kw):
+        seen.update({k: os.environ.get(k) for k in ("FINEWEB_RETRIES", "FINEWEB_RETRY_TIME", "FINEWEB_QUIET",
+                                                     "FINEWEB_COMMAND_PID")})
+        return real(job, **kw)
+
+    monkeypatch.setattr(P, "run", run)
+    rc, _, err = cli(*source_args("pq", inputs), "--local-dir", tmp_path / "out", "--nprocs", "0", "--quiet",
+                     "--shard-size", "200K", "--max-tokens", "300K", "--retries", "2", "--retry-time", "9")
+    assert rc == 0, err
+    assert seen == {"FINEWEB_RETRIES": "2", "FINEWEB_RETRY_TIME": "9.0", "FINEWEB_QUIET": "1",
+                    "FINEWEB_COMMAND_PID": str(os.getpid())}
+    assert os.environ.get("FINEWEB_RETRIES") == "7" and "FINEWEB_QUIET" not in os.environ
+    assert "FINEWEB_COMMAND_PID" not in os.environ
+
+
 @pytest.mark.parametrize("where", ["write", "fsync"])
 def test_disk_full_while_writing_a_shard(tmp_path, inputs, refs, cli, monkeypatch, where):
     """ENOSPC while streaming tokens into shard 4's temp file, or from its fsync (delayed allocation)."""

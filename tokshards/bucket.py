@@ -50,6 +50,7 @@ class BucketDir(OutputDir):
 
     def __init__(self, url, prefix=None, shared=False, create=True, what="run", shard_bytes=0, log=print):
         self.files = BucketFiles(url)
+        self.tidy = BucketFiles(url, quick=True)  # the heartbeat's and the release's calls: a short budget
         self.url, self.prefix, self.shared, self.what = self.files.url, prefix, shared, what
         self.shard_bytes, self.log = shard_bytes, log
         self.path = None
@@ -139,33 +140,33 @@ class BucketDir(OutputDir):
         while not self._stop_beat.wait(LOCK_BEAT):
             name, etag = self._held
             try:
-                new = self.files.put_if(name, self._body(), etag)
-            except UserError:
+                new = self.tidy.put_if(name, self._body(), etag)
+                if new is None:
+                    self._lost = lock_state(self.tidy, name)[0] or "another command"
+                    return
+            except Exception:  # (a UserError: the store failed; anything else is not worth a dead thread)
                 continue  # the next beat tries again; a run that cannot write fails on its own
-            if new is None:
-                self._lost = self._lock_state(name)[0] or "another command"
-                return
             self._held = (name, new)
 
     def __exit__(self, *exc):
         if self._beat is not None:
             self._stop_beat.set()
-            self._beat.join()
+            self._beat.join(LOCK_BEAT)  # (a beat in flight tries briefly; a lock left held goes stale)
             self._beat = None
-        try:
+        try:  # briefly (self.tidy): a command that failed says so now, and the lock goes stale anyway
             # a command that left nothing of a run (refused, or nothing to do in a new prefix) leaves the
             # prefix as it found it: the lock object it created goes; else it stays, released
-            ran = bool({MANIFEST, PARTS} & set(self.files.listing())) if (self._created or self._marker) else True
+            ran = bool({MANIFEST, PARTS} & set(self.tidy.listing())) if (self._created or self._marker) else True
             if self._held is not None and not self._lost:
                 name, etag = self._held  # only the version this command wrote: never another command's lock
                 if name != LOCK:
-                    self.files.delete_if(name, etag)
+                    self.tidy.delete_if(name, etag)
                 elif ran:
-                    self.files.put_if(LOCK, RELEASED, etag)
+                    self.tidy.put_if(LOCK, RELEASED, etag)
                 else:
-                    self.files.delete_if(LOCK, etag)
+                    self.tidy.delete_if(LOCK, etag)
             if self._marker and not ran:
-                self.files.delete_if(LOCK, self._marker)
+                self.tidy.delete_if(LOCK, self._marker)
         except UserError:
             pass  # left behind: the next command finds this process gone (same host) or stale, and takes it
         self._held = self._marker = None

@@ -25,7 +25,7 @@ from .formats import FORMATS
 from .job import usable_cpus
 from .manifest import PREFIX_CHARS, valid_prefix
 from .outdir import check_path, os_error_line
-from .retry import set_budget
+from .retry import retry_budget
 from .storage import is_url, open_fs
 
 DEFAULTS = {
@@ -372,8 +372,12 @@ def cmd_run(argv):
     ns = build_parser().parse_args(argv)
     opts = merge(ns)
     check_engine(opts, check_opts(opts)[2])
+    with retry_budget(opts["retries"], opts["retry_time"], opts["quiet"]):  # for every process of the run
+        return run_opts(opts)
+
+
+def run_opts(opts):
     quiet = opts["quiet"]
-    set_budget(opts["retries"], opts["retry_time"], quiet)  # for the stores' retries in every process of the run
     from tqdm import tqdm
 
     log = (lambda msg: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))

@@ -367,9 +367,6 @@ class HubSource:
         other.files = [f if str(f).startswith("hf://") else os.path.abspath(f) for f in self.files]
         return other
 
-    def input_bytes(self):
-        return None
-
     def file_bytes(self, i):
         return os.path.getsize(self.files[i]) if self.local else None  # (the Hub is not asked before the read)
 

@@ -64,10 +64,10 @@ class Job:
             return self.max_tokens
         if self.config_name in KNOWN_TOKENS and not getattr(self.source, "local", False):
             return int(KNOWN_TOKENS[self.config_name])
-        nbytes = self.source.input_bytes()
-        if nbytes:
-            parquet = any(str(f).endswith(".parquet") for f in getattr(self.source, "files", []))
-            return _tokens_in(nbytes, parquet)
+        files = getattr(self.source, "files", [])
+        sizes = [self.source.file_bytes(i) for i in range(len(files))]
+        if files and None not in sizes:
+            return sum(_tokens_in(n, f) for n, f in zip(sizes, files))
         return None
 
     def estimate_file_tokens(self, i):
@@ -75,12 +75,13 @@ class Job:
         if self.config_name in KNOWN_TOKENS and not getattr(self.source, "local", False):
             return int(KNOWN_TOKENS[self.config_name] / max(1, len(self.source.files)))
         nbytes = self.source.file_bytes(i)
-        return None if nbytes is None else _tokens_in(nbytes, str(self.source.files[i]).endswith(".parquet"))
+        return None if nbytes is None else _tokens_in(nbytes, self.source.files[i])
 
 
-def _tokens_in(nbytes, parquet):
-    """~4.4 bytes of text per GPT-2 token; snappy parquet holds ~2x its size in text."""
-    return int(nbytes * (2.0 if parquet else 1.0) / 4.4)
+def _tokens_in(nbytes, name):
+    """~4.4 bytes of text per GPT-2 token; snappy parquet holds ~2x its size in text, gzip or zstd ~3x."""
+    name = str(name)
+    return int(nbytes * (2.0 if name.endswith(".parquet") else 3.0 if name.endswith((".gz", ".zst")) else 1.0) / 4.4)
 
 
 def usable_cpus():

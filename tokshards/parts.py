@@ -25,6 +25,7 @@ from .errors import UserError
 from .manifest import create_file
 from .outdir import PARTS, human_bytes, part_names
 from .pool import log_stderr, tokenize_in_order
+from .shardfile import ShardFile
 from .positions import Position
 from .storage import files_at, is_url
 
@@ -133,7 +134,7 @@ def tokenize_file(job, i, nprocs=0, log=None):
     h, n, docs, batches = hashlib.sha256(), 0, 0, []
     with_counts = bool(getattr(job.source, "has_token_count", False))
     try:
-        with create_file(tmp[0]) as ftok, create_file(tmp[1]) as fcnt, \
+        with ShardFile(tmp[0]) as ftok, create_file(tmp[1]) as fcnt, \
                 closing(job.source.file_batches(i)) as src, \
                 closing(tokenize_in_order(src, job.encoder_args(), nprocs, job.source.fetchers(max(nprocs, 1)),
                                           log or log_stderr)) as stream:
@@ -150,9 +151,9 @@ def tokenize_file(job, i, nprocs=0, log=None):
                         raise UserError(f"{job.source.files[i]}: token_count column does not match the documents")
                     fcnt.write(counts.tobytes())
                 n, docs = n + len(enc.tokens), docs + k
-            for f in (ftok, fcnt):
-                f.flush()
-                os.fsync(f.fileno())
+            ftok.finish()
+            fcnt.flush()
+            os.fsync(fcnt.fileno())
         files.put(tmp[0], names[0])
         if with_counts:
             files.put(tmp[1], names[1])

@@ -5,14 +5,15 @@ failed and when the next try comes, and one line (a UserError) once the budget i
 libraries' own retries are kept short so that trouble reaches it quickly.
 
 The budget reaches every process of a run through the environment: the command line sets
-FINEWEB_RETRIES, FINEWEB_RETRY_TIME and FINEWEB_QUIET once, and tokenizer workers and Ray tasks
-(which forward FINEWEB_* variables) read them as they start a retry; FINEWEB_RETRY_BASE_SECONDS (the first wait,
+FINEWEB_RETRIES, FINEWEB_RETRY_TIME and FINEWEB_QUIET for as long as it runs, and tokenizer workers
+and Ray tasks (which forward FINEWEB_* variables) read them as they start a retry; FINEWEB_RETRY_BASE_SECONDS (the first wait,
 1 s) is for tests.
 """
 import os
 import random
 import sys
 import time
+from contextlib import contextmanager
 
 from tqdm import tqdm
 
@@ -24,12 +25,25 @@ DATA_RETRIES = 2
 DEFAULT_RETRIES, DEFAULT_SECONDS = 20, 1800.0
 
 
-def set_budget(attempts, seconds, quiet=False):
-    """This process's budget, and that of the processes it starts (see the module's docstring);
-    quiet: no line per retry (--quiet), only the one that ends the run."""
-    os.environ["FINEWEB_RETRIES"] = str(int(attempts))
-    os.environ["FINEWEB_RETRY_TIME"] = repr(float(seconds))
-    os.environ["FINEWEB_QUIET"] = "1" if quiet else ""
+BUDGET_ENV = ("FINEWEB_RETRIES", "FINEWEB_RETRY_TIME", "FINEWEB_QUIET", "FINEWEB_COMMAND_PID")
+
+
+@contextmanager
+def retry_budget(attempts, seconds, quiet=False):
+    """The budget of this command's process and of the processes it starts (see the module's
+    docstring), until the command ends; quiet: no line per retry (--quiet), only the one that ends
+    the run. FINEWEB_COMMAND_PID says which process is the command (storage.is_command_process)."""
+    before = {k: os.environ.get(k) for k in BUDGET_ENV}
+    os.environ.update(FINEWEB_RETRIES=str(int(attempts)), FINEWEB_RETRY_TIME=repr(float(seconds)),
+                      FINEWEB_QUIET="1" if quiet else "", FINEWEB_COMMAND_PID=str(os.getpid()))
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def log_line(msg):
@@ -39,7 +53,7 @@ def log_line(msg):
 
 
 def budget():
-    """(attempts, seconds) set by set_budget here or in a parent process, else the defaults."""
+    """(attempts, seconds) set by retry_budget here or in a parent process, else the defaults."""
     try:
         return (int(os.environ.get("FINEWEB_RETRIES", DEFAULT_RETRIES)),
                 float(os.environ.get("FINEWEB_RETRY_TIME", DEFAULT_SECONDS)))

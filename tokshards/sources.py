@@ -327,9 +327,6 @@ class LocalSource:
         other._described = None
         return other
 
-    def input_bytes(self):
-        return sum(input_size(f) for f in self.files)
-
     def file_bytes(self, i):
         return input_size(self.files[i])
 

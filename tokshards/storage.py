@@ -29,14 +29,18 @@ from .retry import Retrier, budget, log_line
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 STAGING = "fineweb-stage-"  # the local directories a bucket's files are written in before their upload
 PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
-# Before the first call that succeeds the budget is short: a wrong AWS_ENDPOINT_URL, or a machine with
-# no route to the store, must hear so in about a minute, not after --retry-time.
+# Before the store has answered the command once the budget is short: a wrong AWS_ENDPOINT_URL, or a
+# machine with no route to the store, must hear so in about a minute, not after --retry-time. (Only
+# the command's own process: a worker or a Ray task starts after the command reached the store.)
 FIRST_CONTACT_RETRIES, FIRST_CONTACT_SECONDS = 4, 60.0
-# What says which store and whose credentials: a filesystem is made once per process for each.
-IDENTITY_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN",
-                "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE")
-_filesystems = {}  # (process id, protocol, IDENTITY_ENV values) -> filesystem
-_contact = set()  # the protocols a call of this process has reached
+# Calls that tidy up after the work (a lock's heartbeat, its release) try briefly: the work's own
+# calls have the budget, and a command that failed must say so now, not after another half hour.
+QUICK = (2, 20.0)
+# The variables that say which store and whose credentials: a filesystem is made once per process
+# for each URL authority (bucket, host) and each set of them.
+IDENTITY_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCS", "FSSPEC_")
+_filesystems = {}  # (process id, protocol, authority, identity variables) -> (filesystem, root)
+_contact = set()  # the protocols that have answered this process
 
 
 def is_url(path):
@@ -58,18 +62,24 @@ def open_fs(url, whole_bucket=False):
     except ValueError:
         raise UserError(f"{url}: fsspec knows no protocol {protocol}://; give a local directory or an "
                         "s3:// (gs://, az://, ...) URL") from None
-    slot = (os.getpid(), protocol) + tuple(os.environ.get(k) for k in IDENTITY_ENV)
+    authority = str(url).split("://", 1)[1].split("/", 1)[0]  # (a host or account may come with the URL)
+    slot = (os.getpid(), protocol, authority, tuple(sorted((k, v) for k, v in os.environ.items()
+                                                           if k.startswith(IDENTITY_PREFIXES))))
     if slot not in _filesystems:  # (made once: each one looks up the credentials anew)
         quick = protocol in ("s3", "s3a") and not {"AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"} & set(os.environ)
-        # listings are read fresh each time: another machine (or a killed run) may have changed them
-        fs = fsspec.filesystem(protocol, use_listings_cache=False, skip_instance_cache=True,
-                               **({"config_kwargs": {"retries": {"max_attempts": 2, "mode": "standard"}}}
-                                  if quick else {}))
+        try:
+            # listings are read fresh each time: another machine (or a killed run) may have changed them
+            fs, root = fsspec.core.url_to_fs(str(url), use_listings_cache=False, skip_instance_cache=True,
+                                             **({"config_kwargs": {"retries": {"max_attempts": 2,
+                                                                               "mode": "standard"}}} if quick else {}))
+        except (TypeError, ValueError) as e:  # a URL that lacks what its filesystem needs (a host, an account)
+            raise UserError(f"{url}: {protocol}:// cannot be opened from this URL ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
         if quick:  # one quick retry each in botocore and s3fs; the rest is attempt()'s, logged
             fs.retries = 2
         _filesystems[slot] = fs
     fs = _filesystems[slot]
-    root = str(url).split("://", 1)[1].rstrip("/")
+    root = fsspec.core.strip_protocol(str(url)).rstrip("/")
     if "/" not in root and not whole_bucket:
         raise UserError(f"{url}: give a prefix inside the bucket ({protocol}://BUCKET/NAME), not the bucket's root")
     return fs, root
@@ -98,11 +108,12 @@ def no_bucket(e):
     return "NoSuchBucket" in text or "bucket does not exist" in text.lower()
 
 
-def attempt(url, fn, *args, keep=(), **kw):
+def attempt(url, fn, *args, keep=(), quick=False, **kw):
     """fn(*args, **kw), retried while it fails for a reason worth retrying (is_transient), within the
-    budget, a line each time; any other failure is one line, but for the exceptions in `keep`, which
-    the caller handles. fn must be safe to repeat (every call here is: a read, a whole upload, a
-    delete, a conditional PUT whose caller reads back what it finds)."""
+    budget (quick: QUICK's), a line each time; any other failure is one line, but for the exceptions
+    in `keep`, which the caller handles. fn must be safe to repeat (every call here is: a read, a
+    whole upload, a delete or abort whose caller takes "not found" as done, a conditional PUT whose
+    caller reads back what it finds)."""
     protocol = str(url).split("://", 1)[0]
     retrier = None
     while True:
@@ -114,12 +125,14 @@ def attempt(url, fn, *args, keep=(), **kw):
             raise
         except Exception as e:
             if not is_transient(e):
+                if getattr(e, "response", None) is not None or isinstance(e, OSError):
+                    _contact.add(protocol)  # the store answered (404, 403, 412 ...)
                 if isinstance(e, keep):
                     raise
                 raise UserError(error_line(e, url)) from None
             if retrier is None:
-                attempts, seconds = budget()
-                if protocol not in _contact:
+                attempts, seconds = QUICK if quick else budget()
+                if protocol not in _contact and is_command_process():
                     attempts, seconds = min(attempts, FIRST_CONTACT_RETRIES), min(seconds, FIRST_CONTACT_SECONDS)
                 retrier = Retrier(attempts, seconds, log_line)
             op = getattr(fn, "__name__", "a call").lstrip("_")
@@ -128,10 +141,13 @@ def attempt(url, fn, *args, keep=(), **kw):
                          "command to resume", data=False)
 
 
-# botocore's codes for trouble on the store's side that passes (HTTP 5xx, 408 and 429 are too)
+# botocore's codes for trouble on the store's side that passes (HTTP 5xx but 501 and 505, 408 and 429
+# are too), or a body damaged on the way (a checksum the store refused: sent again, it passes)
 TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
                    "TooManyRequestsException", "RequestTimeout", "InternalError", "ServiceUnavailable",
-                   "OperationAborted"}
+                   "OperationAborted", "ConditionalRequestConflict", "BadDigest", "XAmzContentSHA256Mismatch"}
+PERMANENT_STATUS = (501, 505)  # Not Implemented (a store without conditional writes), HTTP version
+PERMANENT_CLASSES = {"SSLError", "InvalidProxiesConfigError", "ProxyConnectionError"}  # settings, not the weather
 # exception classes (by name: botocore, aiohttp and fsspec are imported only with a bucket) of a
 # connection that failed, dropped or timed out, or an answer cut short
 TRANSIENT_CLASSES = {"HTTPClientError", "ClientPayloadError", "ClientConnectionError", "ServerDisconnectedError",
@@ -146,15 +162,27 @@ def is_transient(e):
     while e is not None and seen < 6:
         if isinstance(e, (FileNotFoundError, PermissionError, FileExistsError)):
             return False
-        if any(c.__name__ in TRANSIENT_CLASSES for c in type(e).__mro__):
+        names = {c.__name__ for c in type(e).__mro__}
+        if names & PERMANENT_CLASSES:
+            return False
+        if names & TRANSIENT_CLASSES:
             return True
         response = getattr(e, "response", None)
         if isinstance(response, dict):  # a botocore ClientError: what the store answered
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-            code = response.get("Error", {}).get("Code")
+            meta, error = response.get("ResponseMetadata"), response.get("Error")
+            status = meta.get("HTTPStatusCode") if isinstance(meta, dict) else None
+            status = status if isinstance(status, int) else 0
+            code = error.get("Code") if isinstance(error, dict) else None
+            if status in PERMANENT_STATUS or code == "NotImplemented":
+                return False
             return code in TRANSIENT_CODES or status >= 500 or status in (408, 429)
         e, seen = e.__cause__ or e.__context__, seen + 1
     return False
+
+
+def is_command_process():
+    """This process is the command itself, not a worker or a Ray task it started (retry.retry_budget)."""
+    return os.environ.get("FINEWEB_COMMAND_PID", str(os.getpid())) == str(os.getpid())
 
 
 def files_at(root):
@@ -168,11 +196,10 @@ def _tag():
 
 
 def _precondition_failed(e):
-    """S3 answered 412 PreconditionFailed (or 409 for a racing conditional write): s3fs raises it as an
-    OSError (FileExistsError for If-None-Match) saying so."""
+    """S3 answered 412 PreconditionFailed: s3fs raises it as an OSError (FileExistsError for
+    If-None-Match) saying so. (A 409 ConditionalRequestConflict, a racing write, is retried: is_transient.)"""
     text = str(e)
-    return isinstance(e, FileExistsError) or "pre-condition" in text or "PreconditionFailed" in text \
-        or "ConditionalRequestConflict" in text
+    return isinstance(e, FileExistsError) or "pre-condition" in text or "PreconditionFailed" in text
 
 
 def _read_body(fs, body):
@@ -306,15 +333,16 @@ class LocalFiles:
 class BucketFiles:
     """A prefix in a bucket: objects by name, every failure as one line."""
 
-    def __init__(self, url):
-        self.url = str(url).rstrip("/")
+    def __init__(self, url, quick=False):
+        """quick: every call with a short budget of retries (storage.QUICK), for tidying up."""
+        self.url, self.quick = str(url).rstrip("/"), quick
         self.fs, self.root = open_fs(self.url)
 
     def key(self, name):
         return f"{self.root}/{name}"
 
     def call(self, fn, *args, keep=(), **kw):
-        return attempt(self.url, fn, *args, keep=keep, **kw)
+        return attempt(self.url, fn, *args, keep=keep, quick=self.quick, **kw)
 
     def listing(self, sub=""):
         """{name: size} of the objects directly under the prefix (or its `sub` folder)."""
@@ -429,6 +457,8 @@ class BucketFiles:
         bucket, key = self.key(name).split("/", 1)
         try:
             self.call(self.fs.call_s3, "delete_object", Bucket=bucket, Key=key, IfMatch=etag, keep=OSError)
+        except FileNotFoundError:
+            pass  # gone already (a retry whose first try's answer was lost)
         except OSError as e:
             if not _precondition_failed(e):
                 raise UserError(error_line(e, self.url)) from None
@@ -436,12 +466,15 @@ class BucketFiles:
     def read_versioned(self, name):
         """(bytes, ETag, age in seconds by the store's clock stamp) of an object, or None if there is none."""
         bucket, key = self.key(name).split("/", 1)
+
+        def get():  # the answer and its body in one try: a body cut short is retried with its GET
+            r = self.fs.call_s3("get_object", Bucket=bucket, Key=key)
+            return _read_body(self.fs, r["Body"]), r["ETag"], time.time() - r["LastModified"].timestamp()
+
         try:
-            r = self.call(self.fs.call_s3, "get_object", Bucket=bucket, Key=key, keep=FileNotFoundError)
+            return self.call(get, keep=FileNotFoundError)
         except FileNotFoundError:
             return None
-        body = _read_body(self.fs, r["Body"])
-        return body, r["ETag"], time.time() - r["LastModified"].timestamp()
 
     def conditional(self):
         """Can this store do conditional writes (the lock needs them)? S3 and S3-compatible stores."""
@@ -468,7 +501,11 @@ class BucketFiles:
 
     def abort_upload(self, key, upload):
         bucket = self.root.split("/", 1)[0]
-        self.call(self.fs.call_s3, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload)
+        try:
+            self.call(self.fs.call_s3, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload,
+                      keep=FileNotFoundError)
+        except FileNotFoundError:
+            pass  # aborted already (a retry whose first try's answer was lost), or completed meanwhile
 
 
 class RemoteTokens:

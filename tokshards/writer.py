@@ -25,6 +25,7 @@ import numpy as np
 from .errors import UserError, signals_held
 from .formats import header_for, megatron_index, sha256_file, whole_documents
 from .manifest import create_file, fsync_dir, remove_file, temp_name
+from .shardfile import ShardFile
 from .shards import Cutter, make_entry, shard_files, shard_name
 
 
@@ -161,7 +162,7 @@ class ShardWriter:
     def _open(self):
         name, _ = shard_name(self.prefix, len(self.manifest.shards), self.fmt)
         self._tmp = temp_name(os.path.join(self.manifest.out_dir, name))
-        self._f = create_file(self._tmp)
+        self._f = ShardFile(self._tmp)  # past the page cache where the filesystem allows (shardfile.py)
         # also removed if the run stops elsewhere (an exception, Ctrl-C) while a shard is open
         self._cleanup = weakref.finalize(self, _remove_unfinished, self._f, self._tmp)
         self._f.write(self.head)
@@ -176,13 +177,9 @@ class ShardWriter:
         else:  # a short last shard: its header holds the real count
             # same length: llmc's is fixed, np.save's is padded for a 21-digit count since numpy 1.24
             assert len(head) == len(self.head), "npy header length changed: install numpy >= 1.24"
-            f.seek(0)
-            f.write(head)
-            f.flush()
-            sha = sha256_file(self._tmp)
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
+            f.finish(head)
+            return len(head) + size, sha256_file(self._tmp)
+        f.finish()
         return len(head) + size, sha
 
     # --- the writing and hashing threads ---
