@@ -417,7 +417,7 @@ def test_ray_task_whose_worker_is_killed_is_retried(tmp_path, inputs):
     killed, deadline = None, time.monotonic() + 120
     while killed is None and time.monotonic() < deadline and job.proc.poll() is None:
         tmps = list((out / "parts").glob(".000001.tokens.*.tmp")) if (out / "parts").exists() else []
-        if tmps and tmps[0].stat().st_size > 0:
+        if tmps:  # (its bytes may all wait in the 8 MiB block of a direct write: shardfile.py)
             killed = int(tmps[0].name.rsplit(".", 2)[-2])
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.05)

@@ -95,10 +95,15 @@ class ShardFile:
         self.close()
 
     def close(self):
-        if self.buf is not None:
-            self.buf.close()
-            self.buf = None
-        self._f.close()  # (again after finish(): nothing happens)
+        try:
+            self._f.close()  # (again after finish(): nothing happens)
+        finally:
+            if self.buf is not None:
+                try:
+                    self.buf.close()
+                except BufferError:  # a view of it still in use (a stopped run's write): freed with it
+                    pass
+                self.buf = None
 
 
 def _write_all(fd, view):

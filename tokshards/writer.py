@@ -41,7 +41,7 @@ def _remove_unfinished(f, tmp):
     """An unfinished shard: close and remove its temporary file."""
     try:
         f.close()
-    except OSError:
+    except Exception:  # (an OSError, or anything: the file goes all the same)
         pass
     remove_file(tmp)
 
@@ -162,9 +162,10 @@ class ShardWriter:
     def _open(self):
         name, _ = shard_name(self.prefix, len(self.manifest.shards), self.fmt)
         self._tmp = temp_name(os.path.join(self.manifest.out_dir, name))
-        self._f = ShardFile(self._tmp)  # past the page cache where the filesystem allows (shardfile.py)
-        # also removed if the run stops elsewhere (an exception, Ctrl-C) while a shard is open
-        self._cleanup = weakref.finalize(self, _remove_unfinished, self._f, self._tmp)
+        with signals_held():  # (a Ctrl-C between the file's creation and its clean-up's would leave it)
+            self._f = ShardFile(self._tmp)  # past the page cache where the filesystem allows (shardfile.py)
+            # also removed if the run stops elsewhere (an exception, Ctrl-C) while a shard is open
+            self._cleanup = weakref.finalize(self, _remove_unfinished, self._f, self._tmp)
         self._f.write(self.head)
         self._h = hashlib.sha256(self.head)
 
