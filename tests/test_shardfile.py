@@ -69,3 +69,38 @@ def test_it_never_writes_through_a_link_planted_at_its_name(tmp_path):
     f.write(b"new")
     f.finish()
     assert victim.read_bytes() == b"keep" and (tmp_path / "s.bin.tmp").read_bytes() == b"new"
+
+
+def test_a_direct_write_cut_short_then_refused_goes_on_from_where_the_file_stands(tmp_path, monkeypatch):
+    if not shardfile.DIRECT:
+        pytest.skip("no O_DIRECT on this system")
+    import fcntl
+
+    real, calls = os.write, []
+
+    def write(fd, data):  # the first direct write takes 1 MiB only; the next is refused
+        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & shardfile.DIRECT)
+        if direct:
+            calls.append(len(data))
+            if len(calls) == 1:
+                return real(fd, memoryview(data)[: 1 << 20])
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    want, direct = write_random(tmp_path / "s.bin.tmp", seed=5)
+    assert direct is False and len(calls) == 2  # (it went on through the page cache)
+    assert (tmp_path / "s.bin.tmp").read_bytes() == want
+
+
+def test_a_file_that_cannot_be_set_up_is_not_left_behind(tmp_path, monkeypatch):
+    def no_memory(*a, **kw):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(shardfile.mmap, "mmap", no_memory)
+    monkeypatch.setenv("FINEWEB_DIRECT_IO", "1")
+    try:
+        ShardFile(str(tmp_path / "s.bin.tmp"))
+    except OSError:
+        pass
+    assert not (tmp_path / "s.bin.tmp").exists()

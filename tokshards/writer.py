@@ -53,7 +53,7 @@ class ShardWriter:
     sha256 runs over header + tokens as they arrive. Only a short last shard of a format with a
     header (npy, llmc: both hold the count) needs more: its header is rewritten in place with the
     real count and the file is hashed again (a sha256 cannot be changed at its start); that is one
-    shard per run, read back from the page cache."""
+    shard per run, read back (from the disk for what went past the page cache: shardfile.py)."""
 
     def __init__(self, manifest, dtype, boundary, on_shard=None):
         """boundary: the tokspec.Boundary around every document (its marker counts documents)."""
