@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from .errors import UserError
 from .job import usable_cpus
 from .positions import Position
-from .retry import Retrier, is_data_error
+from .retry import FIRST_CONTACT_RETRIES, FIRST_CONTACT_SECONDS, Retrier, is_data_error
 from .sources import BATCH_DOCS, TASK_BYTES, Batch, check_text_type, corrupt, row_group_batches, token_counts
 
 FINEWEB = {  # repo -> (file prefix, directory stem), as build-nanogpt and llm.c name them
@@ -82,9 +82,6 @@ def is_transient(exc):
     return mod.startswith(("httpx", "httpcore", "aiohttp", "fsspec", "requests", "urllib3"))
 
 
-# Before the first successful contact with the Hub the budget is short: a machine with no route to
-# it, a wrong HF_ENDPOINT or a proxy that is needed and not set must hear so in about a minute.
-FIRST_CONTACT_RETRIES, FIRST_CONTACT_SECONDS = 4, 60.0
 NO_CONTACT_HINT = ("check the network connection, HF_ENDPOINT (now {endpoint}), HF_HUB_OFFLINE and any proxy "
                    "(HTTPS_PROXY), then rerun")
 

@@ -62,20 +62,22 @@ class Job:
         """Tokens this run will write, roughly (for the disk check and the progress bar), or None."""
         if self.max_tokens:
             return self.max_tokens
-        if self.config_name in KNOWN_TOKENS and not getattr(self.source, "local", False):
-            return int(KNOWN_TOKENS[self.config_name])
+        if known := self._known_tokens():
+            return int(known)
         files = getattr(self.source, "files", [])
-        sizes = [self.source.file_bytes(i) for i in range(len(files))]
-        if files and None not in sizes:
-            return sum(_tokens_in(n, f) for n, f in zip(sizes, files))
-        return None
+        per_file = [self.estimate_file_tokens(i) for i in range(len(files))]
+        return sum(per_file) if files and None not in per_file else None
 
     def estimate_file_tokens(self, i):
         """Tokens of source file i, roughly (for the space a part needs), or None."""
-        if self.config_name in KNOWN_TOKENS and not getattr(self.source, "local", False):
-            return int(KNOWN_TOKENS[self.config_name] / max(1, len(self.source.files)))
+        if known := self._known_tokens():
+            return int(known / max(1, len(self.source.files)))
         nbytes = self.source.file_bytes(i)
         return None if nbytes is None else _tokens_in(nbytes, self.source.files[i])
+
+    def _known_tokens(self):
+        """The tokens of a known config on the Hub (KNOWN_TOKENS), or None."""
+        return None if getattr(self.source, "local", False) else KNOWN_TOKENS.get(self.config_name)
 
 
 def _tokens_in(nbytes, name):

@@ -6,8 +6,8 @@ libraries' own retries are kept short so that trouble reaches it quickly.
 
 The budget reaches every process of a run through the environment: the command line sets
 FINEWEB_RETRIES, FINEWEB_RETRY_TIME and FINEWEB_QUIET for as long as it runs, and tokenizer workers
-and Ray tasks (which forward FINEWEB_* variables) read them as they start a retry; FINEWEB_RETRY_BASE_SECONDS (the first wait,
-1 s) is for tests.
+and Ray tasks (which forward FINEWEB_* variables) read them as they start a retry;
+FINEWEB_RETRY_BASE_SECONDS (the first wait, 1 s) is for tests.
 """
 import os
 import random
@@ -23,6 +23,9 @@ from .errors import UserError
 # retried this many times (consecutive failures, whatever --retries says), then named as such.
 DATA_RETRIES = 2
 DEFAULT_RETRIES, DEFAULT_SECONDS = 20, 1800.0
+# Before the first successful contact with the Hub or a store the budget is short: a machine with no
+# route to it, a wrong endpoint or a proxy that is needed and not set must hear so in about a minute.
+FIRST_CONTACT_RETRIES, FIRST_CONTACT_SECONDS = 4, 60.0
 
 
 BUDGET_ENV = ("FINEWEB_RETRIES", "FINEWEB_RETRY_TIME", "FINEWEB_QUIET", "FINEWEB_COMMAND_PID")

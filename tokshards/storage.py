@@ -24,22 +24,18 @@ import numpy as np
 from .errors import UserError
 from .formats import sha256_file
 from .manifest import atomic_write, create_file, fsync_dir, remove_file, temp_name
-from .retry import Retrier, budget, log_line
+from .retry import FIRST_CONTACT_RETRIES, FIRST_CONTACT_SECONDS, Retrier, budget, log_line
 
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 STAGING = "fineweb-stage-"  # the local directories a bucket's files are written in before their upload
 PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
-# Before the store has answered the command once the budget is short: a wrong AWS_ENDPOINT_URL, or a
-# machine with no route to the store, must hear so in about a minute, not after --retry-time. (Only
-# the command's own process: a worker or a Ray task starts after the command reached the store.)
-FIRST_CONTACT_RETRIES, FIRST_CONTACT_SECONDS = 4, 60.0
 # Calls that tidy up after the work (a lock's heartbeat, its release) try briefly: the work's own
 # calls have the budget, and a command that failed must say so now, not after another half hour.
 QUICK = (2, 20.0)
 # The variables that say which store and whose credentials: a filesystem is made once per process
 # for each URL authority (bucket, host) and each set of them.
 IDENTITY_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCS", "FSSPEC_")
-_filesystems = {}  # (process id, protocol, authority, identity variables) -> (filesystem, root)
+_filesystems = {}  # (process id, protocol, authority, identity variables) -> filesystem
 _contact = set()  # the protocols that have answered this process
 
 
@@ -132,6 +128,8 @@ def attempt(url, fn, *args, keep=(), quick=False, **kw):
                 raise UserError(error_line(e, url)) from None
             if retrier is None:
                 attempts, seconds = QUICK if quick else budget()
+                # (a short budget until the store has answered the command once: retry.FIRST_CONTACT_*;
+                # only in the command's own process, as a worker or a Ray task starts after that)
                 if protocol not in _contact and is_command_process():
                     attempts, seconds = min(attempts, FIRST_CONTACT_RETRIES), min(seconds, FIRST_CONTACT_SECONDS)
                 retrier = Retrier(attempts, seconds, log_line)
