@@ -21,7 +21,7 @@ export HF_UPDATE_DOWNLOAD_COUNTS=0
 # What each target needs (the requirements files are the single source of truth for dependencies;
 # pyproject.toml reads the same files for `pip install .` and its extras).
 REQS_runtime := requirements.txt
-REQS_dev := requirements.txt requirements-dev.txt requirements-ray.txt requirements-s3.txt
+REQS_dev := requirements.txt requirements-dev.txt requirements-ray.txt requirements-s3.txt requirements-azure.txt
 
 .PHONY: deps demo test bench sample-10BT sample-100BT sample-350BT clean distclean env-runtime env-dev
 .NOTPARALLEL:

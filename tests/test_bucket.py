@@ -339,6 +339,25 @@ def test_a_burst_of_faults_outlasting_the_clients_retries_is_retried_with_a_line
     same_output(store.files(f"{name}/edu"), local_run(tmp_path, text))
 
 
+def test_merge_quiet_prints_no_retry_lines(s3, bucket, tmp_path, text):
+    name, store = bucket
+    url = f"s3://{name}/edu"
+    assert run(s3, "--input", text, *ARGS, "--local-dir", url).returncode == 0
+    said = {}
+    for quiet in ([], ["--quiet"]):
+        proxy = FaultyProxy(int(s3["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]), burst=(3, 6))
+        try:
+            env = {**s3, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}", "FINEWEB_RETRY_BASE_SECONDS": "0.05"}
+            r = run(env, "merge", url, "--out", tmp_path / f"m{len(quiet)}", *quiet)
+        finally:
+            proxy.close()
+        assert r.returncode == 0 and proxy.faults == 6, r.stderr
+        said[bool(quiet)] = r.stderr + r.stdout
+    assert f"network: {url} (" in said[False]
+    assert said[True] == ""
+    assert (tmp_path / "m0" / "train.bin").read_bytes() == (tmp_path / "m1" / "train.bin").read_bytes()
+
+
 def test_a_store_that_keeps_failing_ends_in_one_line_and_stays_resumable(s3, bucket, tmp_path, text):
     name, store = bucket
     proxy = FaultyProxy(int(s3["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]), every=1)  # every request: 503
@@ -447,7 +466,8 @@ def test_one_line_for_a_missing_bucket_bad_or_no_credentials_and_no_s3fs(s3, buc
     lines = r.stderr.strip().splitlines()  # (the store's reason: a HEAD's answer has no text, a GET's has)
     assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith(
         "fineweb.py: error: s3://bucket0/x: access refused (") and lines[0].endswith(
-        "); check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and that they may read and write this bucket"), lines
+        "); check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and that they may "
+        "read and write this bucket"), lines
     assert "wrong" not in r.stderr  # (the secret is never printed)
     bare = {k: v for k, v in s3.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")}
     bare.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))

@@ -56,8 +56,10 @@ def test_pyproject_takes_its_dependencies_from_the_requirements_files():
     assert files_of() == ["requirements.txt"]
     assert files_of("ray") == ["requirements-ray.txt"]
     assert files_of("s3") == ["requirements-s3.txt"]
+    assert files_of("azure") == ["requirements-azure.txt"]
     # [dev] is everything `make test` / `make bench` need, the Ray and bucket tests included
-    assert set(files_of("dev")) == {"requirements-dev.txt", "requirements-ray.txt", "requirements-s3.txt"}
+    assert set(files_of("dev")) == {"requirements-dev.txt", "requirements-ray.txt", "requirements-s3.txt",
+                                    "requirements-azure.txt"}
 
 
 def test_make_installs_the_files_pyproject_declares():

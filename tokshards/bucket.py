@@ -1,5 +1,5 @@
 """An output directory in a bucket: `--local-dir s3://bucket/prefix` (AWS S3, or an S3-compatible
-store with conditional writes). BucketDir is an outdir.OutputDir whose storage is a bucket: the rules
+store with conditional writes) or `az://container/prefix` (Azure Blob Storage): conditional.py. BucketDir is an outdir.OutputDir whose storage is a bucket: the rules
 of what state the output is in and what may be deleted are outdir.py's, unchanged; what differs is here:
 
 - A one-machine run writes each shard into a local staging directory (a new temporary directory of
@@ -19,8 +19,9 @@ of what state the output is in and what may be deleted are outdir.py's, unchange
   At the end the lock is released but stays (as the local lock file does): the mark of this tool's
   output, which an --input over the bucket skips; a command that left nothing of a run removes the
   lock object it created.
-- Temporary files are the unfinished multipart uploads of this tool's names (a kill mid-upload):
-  invisible, but kept and billed by the store until aborted, which remove_temp_files does.
+- Temporary files are the unfinished uploads of this tool's names (a kill mid-upload: S3's multipart
+  uploads, Azure's uncommitted blocks): invisible, but kept and billed by the store until aborted,
+  which remove_temp_files does.
 """
 import json
 import os
@@ -70,8 +71,9 @@ class BucketDir(OutputDir):
     # --- the lock ---
     def __enter__(self):
         if not self.files.conditional():
-            raise UserError(f"{self.url}: writing there needs S3's conditional writes (for the lock); use s3:// "
-                            "(AWS, or an S3-compatible store such as MinIO or R2) or a local directory")
+            raise UserError(f"{self.url}: writing there needs conditional writes (for the lock), which this tool "
+                            "uses on s3:// (AWS, or an S3-compatible store such as MinIO or R2) and az:// (Azure "
+                            "Blob Storage); use one of those or a local directory")
         remove_stale_staging()
         try:
             self._take_lease() if self.shared else self._take_lock()  # the first write: a missing bucket or
@@ -204,7 +206,7 @@ class BucketDir(OutputDir):
         pass
 
     def remove_temp_files(self):
-        """The unfinished multipart uploads of this tool's names under the prefix (parts/ included)."""
+        """The unfinished uploads of this tool's names under the prefix (parts/ included)."""
         assert not self.shared
         pattern = shard_pattern(self.prefix or "\0")
 

@@ -25,6 +25,7 @@ from .errors import UserError
 from .formats import FORMATS, header_bytes, open_tokens, sha256_file, write_shard
 from .manifest import Manifest, atomic_write, remove_file
 from .outdir import EMPTY, FOREIGN, MERGED, RUN, OutputDir, merged_by_us, read_merged
+from .retry import budget, retry_budget
 from .shards import shard_name
 from .storage import BucketFiles, RemoteTokens, is_url
 
@@ -209,7 +210,11 @@ def cmd_merge(argv):
     args = p.parse_args(argv)
     if args.format is not None and args.format not in FORMATS:
         raise UserError(f"--format {args.format!r}: choose one of {', '.join(FORMATS)}")
-    say = (lambda msg: None) if args.quiet else print
+    with retry_budget(*budget(), quiet=args.quiet):  # --quiet: no line per retry of a bucket's reads either
+        return merge(args, (lambda msg: None) if args.quiet else print)
+
+
+def merge(args, say):
     if is_url(args.dir) and (args.out is None or is_url(args.out)):
         raise UserError(f"merge from {args.dir} writes local files: give --out LOCAL_DIR")
     if args.out is not None and is_url(args.out):

@@ -63,7 +63,7 @@ def fingerprint(url):
     own: no content is read). An object written again gets a new ETag and time even at the same size."""
     d = info(url)
     etag = d.get("ETag") or d.get("etag")
-    modified = d.get("LastModified") or d.get("mtime") or d.get("updated")
+    modified = d.get("LastModified") or d.get("last_modified") or d.get("mtime") or d.get("updated")  # s3fs, adlfs, ...
     out = {"path": str(url), "bytes": d["size"]}
     if etag is not None:
         out["etag"] = str(etag).strip('"')

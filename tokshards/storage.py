@@ -17,10 +17,10 @@ import re
 import shutil
 import socket
 import tempfile
-import time
 
 import numpy as np
 
+from .conditional import ConditionFailed, conditional_calls
 from .errors import UserError
 from .formats import sha256_file
 from .manifest import atomic_write, create_file, fsync_dir, remove_file, temp_name
@@ -81,27 +81,46 @@ def open_fs(url, whole_bucket=False):
     return fs, root
 
 
+# What a user sets, by store: where the credentials come from, and the endpoint of a store that is not
+# the cloud's own (MinIO, R2; Azurite). Never the values: they are not printed.
+CREDENTIALS = {"s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+               "az": "AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY "
+                     "or AZURE_STORAGE_SAS_TOKEN"}
+ENDPOINT = {"s3": "AWS_ENDPOINT_URL", "az": "the BlobEndpoint of AZURE_STORAGE_CONNECTION_STRING"}
+REFUSED = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden",  # S3
+           "AuthorizationFailure", "AuthenticationFailed", "AuthorizationPermissionMismatch")  # Azure
+
+
+def store_kind(url):
+    """"s3", "az" or the URL's own protocol: which store's settings a line names."""
+    protocol = str(url).split("://", 1)[0]
+    return {"s3a": "s3", "abfs": "az", "abfss": "az"}.get(protocol, protocol)
+
+
 def error_line(e, url):
     """The one line for a failure the storage client gave up on (never with credentials in it)."""
     name = type(e).__name__
     text = str(e).splitlines()[0][:200] if str(e) else name
+    kind = store_kind(url)
+    credentials = CREDENTIALS.get(kind, "the credentials its fsspec package reads")
+    endpoint = ENDPOINT.get(kind, "the endpoint")
     if name in ("NoCredentialsError", "PartialCredentialsError"):
-        return (f"{url}: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE "
-                "(AWS_ENDPOINT_URL for MinIO, R2 or another S3-compatible store)")
-    if isinstance(e, PermissionError) or any(k in text for k in ("InvalidAccessKeyId", "SignatureDoesNotMatch",
-                                                                "AccessDenied", "Forbidden")):
-        return (f"{url}: access refused ({text}); check the credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE) and "
-                "that they may read and write this bucket")
+        return f"{url}: no credentials found; set {credentials} ({endpoint} for MinIO, R2 or another S3-compatible store)"
+    status = getattr(e, "status_code", None)
+    if isinstance(e, PermissionError) or status in (401, 403) or any(k in text for k in REFUSED):
+        return (f"{url}: access refused ({text}); check the credentials ({credentials}) and that they may read and "
+                "write this bucket")
     if isinstance(e, FileNotFoundError) and no_bucket(e):
-        return f"{url}: the bucket does not exist ({text}); create it, or check the name and AWS_ENDPOINT_URL"
+        return f"{url}: the {'container' if kind == 'az' else 'bucket'} does not exist ({text}); create it, or check the name and {endpoint}"
     return (f"{url}: the storage failed ({name}: {text}); check the endpoint and the network, then rerun the same "
             "command to resume")
 
 
 def no_bucket(e):
-    """The store said the bucket does not exist (s3fs raises it as a FileNotFoundError)."""
+    """The store said the bucket (Azure: the container) does not exist (raised as a FileNotFoundError)."""
     text = str(e)
-    return "NoSuchBucket" in text or "bucket does not exist" in text.lower()
+    return any(k in text for k in ("NoSuchBucket", "ContainerNotFound")) or any(
+        k in text.lower() for k in ("bucket does not exist", "container does not exist"))
 
 
 def attempt(url, fn, *args, keep=(), quick=False, **kw):
@@ -134,9 +153,8 @@ def attempt(url, fn, *args, keep=(), quick=False, **kw):
                     attempts, seconds = min(attempts, FIRST_CONTACT_RETRIES), min(seconds, FIRST_CONTACT_SECONDS)
                 retrier = Retrier(attempts, seconds, log_line)
             op = getattr(fn, "__name__", "a call").lstrip("_")
-            what = f"{url} ({args[0] if op == 'call_s3' and args else op})"  # (call_s3: the S3 operation)
-            retrier.wait(e, what, "check the endpoint (AWS_ENDPOINT_URL) and the network, then rerun the same "
-                         "command to resume", data=False)
+            retrier.wait(e, f"{url} ({op})", f"check the endpoint ({ENDPOINT.get(store_kind(url), 'its URL')}) and the "
+                         "network, then rerun the same command to resume", data=False)
 
 
 # botocore's codes for trouble on the store's side that passes (HTTP 5xx but 501 and 505, 408 and 429
@@ -150,7 +168,9 @@ PERMANENT_CLASSES = {"SSLError", "InvalidProxiesConfigError", "ProxyConnectionEr
 # connection that failed, dropped or timed out, or an answer cut short
 TRANSIENT_CLASSES = {"HTTPClientError", "ClientPayloadError", "ClientConnectionError", "ServerDisconnectedError",
                      "ClientOSError", "IncompleteRead", "FSTimeoutError", "ResponseParserError",
-                     "ResponseStreamingError", "ConnectionError", "TimeoutError"}
+                     "ResponseStreamingError", "ConnectionError", "TimeoutError",
+                     # azure-core's: no answer, or an answer cut short (its subclasses for timeouts too)
+                     "ServiceRequestError", "ServiceResponseError", "IncompleteReadError"}
 
 
 def is_transient(e):
@@ -174,6 +194,9 @@ def is_transient(e):
             if status in PERMANENT_STATUS or code == "NotImplemented":
                 return False
             return code in TRANSIENT_CODES or status >= 500 or status in (408, 429)
+        status = getattr(e, "status_code", None)
+        if "AzureError" in names and isinstance(status, int):  # an azure-core HttpResponseError: the answer
+            return status not in PERMANENT_STATUS and (status >= 500 or status in (408, 429))
         e, seen = e.__cause__ or e.__context__, seen + 1
     return False
 
@@ -191,24 +214,6 @@ def files_at(root):
 def _tag():
     """Unique per process: a task that Ray retries may overlap a lost node's attempt still running."""
     return f".{socket.gethostname()}.{os.getpid()}"
-
-
-def _precondition_failed(e):
-    """S3 answered 412 PreconditionFailed: s3fs raises it as an OSError (FileExistsError for
-    If-None-Match) saying so. (A 409 ConditionalRequestConflict, a racing write, is retried: is_transient.)"""
-    text = str(e)
-    return isinstance(e, FileExistsError) or "pre-condition" in text or "PreconditionFailed" in text
-
-
-def _read_body(fs, body):
-    """The bytes of a get_object answer's streaming body (aiobotocore's, read on s3fs's event loop)."""
-    from fsspec.asyn import sync  # (fsspec is imported whenever a bucket is)
-
-    async def read():
-        async with body as stream:
-            return await stream.read()
-
-    return sync(fs.loop, read)
 
 
 def staging_prefix():
@@ -335,6 +340,7 @@ class BucketFiles:
         """quick: every call with a short budget of retries (storage.QUICK), for tidying up."""
         self.url, self.quick = str(url).rstrip("/"), quick
         self.fs, self.root = open_fs(self.url)
+        self.calls = conditional_calls(self.fs)  # the lock's conditional writes; None where the store has none
 
     def key(self, name):
         return f"{self.root}/{name}"
@@ -427,17 +433,18 @@ class BucketFiles:
         """A conditional PUT (If-None-Match): True if this process created the object."""
         return self.put_if(name, data) is not None
 
+    def conditional(self):
+        """Can this store do conditional writes (the lock needs them)? S3 (and S3-compatible stores),
+        Azure Blob Storage: conditional.py."""
+        return self.calls is not None
+
     def put_if(self, name, data, etag=None):
-        """PUT only if the object is absent (etag None) or still the version `etag`: S3's conditional
-        writes, which exactly one of many racing writers wins. The new ETag, or None if the condition failed."""
-        bucket, key = self.key(name).split("/", 1)
-        cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        """PUT only if the object is absent (etag None) or still the version `etag`: a conditional
+        write, which exactly one of many racing writers wins. The new ETag, or None if the condition failed."""
         try:
-            return self.call(self.fs.call_s3, "put_object", Bucket=bucket, Key=key, Body=data, **cond,
-                             keep=OSError)["ETag"]
-        except OSError as e:
-            if not _precondition_failed(e):
-                raise UserError(error_line(e, self.url)) from None
+            return self.call(self.calls.put, self.key(name), data, etag, keep=ConditionFailed)
+        except ConditionFailed:
+            pass
         # the condition failed: lost to another writer, or this PUT succeeded before its answer was lost
         # and a retry found its own object (a holder's data is unique: host, pid, time; an empty
         # body is not, and is never taken for this process's own)
@@ -446,37 +453,24 @@ class BucketFiles:
 
     def put_bytes(self, name, data):
         """An unconditional PUT; the new ETag."""
-        bucket, key = self.key(name).split("/", 1)
-        return self.call(self.fs.call_s3, "put_object", Bucket=bucket, Key=key, Body=data)["ETag"]
+        return self.call(self.calls.put_bytes, self.key(name), data)
 
     def delete_if(self, name, etag):
         """Delete the object only if it is still the version `etag` (a store without conditional
         deletes deletes it anyway: used for this command's own objects only)."""
-        bucket, key = self.key(name).split("/", 1)
         try:
-            self.call(self.fs.call_s3, "delete_object", Bucket=bucket, Key=key, IfMatch=etag, keep=OSError)
-        except FileNotFoundError:
-            pass  # gone already (a retry whose first try's answer was lost)
-        except OSError as e:
-            if not _precondition_failed(e):
-                raise UserError(error_line(e, self.url)) from None
+            self.call(self.calls.delete, self.key(name), etag, keep=(ConditionFailed, FileNotFoundError))
+        except (ConditionFailed, FileNotFoundError):
+            pass  # another version now, or gone already (a retry whose first try's answer was lost)
 
     def read_versioned(self, name):
         """(bytes, ETag, age in seconds by the store's clock stamp) of an object, or None if there is none."""
-        bucket, key = self.key(name).split("/", 1)
-
-        def get():  # the answer and its body in one try: a body cut short is retried with its GET
-            r = self.fs.call_s3("get_object", Bucket=bucket, Key=key)
-            return _read_body(self.fs, r["Body"]), r["ETag"], time.time() - r["LastModified"].timestamp()
-
         try:
-            return self.call(get, keep=FileNotFoundError)
-        except FileNotFoundError:
+            return self.call(self.calls.get, self.key(name), keep=FileNotFoundError)
+        except FileNotFoundError as e:
+            if no_bucket(e):
+                raise UserError(error_line(e, self.url)) from None
             return None
-
-    def conditional(self):
-        """Can this store do conditional writes (the lock needs them)? S3 and S3-compatible stores."""
-        return hasattr(self.fs, "call_s3")
 
     def remove(self, name):
         try:
@@ -485,23 +479,14 @@ class BucketFiles:
             pass
 
     def unfinished_uploads(self, ours):
-        """[(key, upload id)] of the multipart uploads under the prefix never completed whose name
-        (relative to the prefix) `ours` accepts."""
-        if not hasattr(self.fs, "list_multipart_uploads"):
-            return []
-        bucket, prefix = self.root.split("/", 1)
-        out = []
-        for up in self.call(self.fs.list_multipart_uploads, bucket):
-            key = up.get("Key", "")
-            if key.startswith(prefix + "/") and ours(key[len(prefix) + 1:]):
-                out.append((key, up["UploadId"]))
-        return out
+        """[(key, upload id)] of the uploads under the prefix never completed (S3's multipart uploads,
+        Azure's uncommitted blocks) whose name (relative to the prefix) `ours` accepts."""
+        start = len(self.root) + 1
+        return [(key, upload) for key, upload in self.call(self.calls.unfinished, self.root) if ours(key[start:])]
 
     def abort_upload(self, key, upload):
-        bucket = self.root.split("/", 1)[0]
         try:
-            self.call(self.fs.call_s3, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload,
-                      keep=FileNotFoundError)
+            self.call(self.calls.abort, key, upload, keep=FileNotFoundError)
         except FileNotFoundError:
             pass  # aborted already (a retry whose first try's answer was lost), or completed meanwhile
 
