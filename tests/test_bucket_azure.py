@@ -225,11 +225,12 @@ def test_one_line_for_a_missing_container_a_wrong_key_and_a_store_without_condit
     assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith(
         "fineweb.py: error: az://cont0/x: access refused (") and "AZURE_STORAGE_CONNECTION_STRING" in lines[0], lines
     assert wrong not in r.stderr and KEY not in r.stderr  # (a key is never printed)
-    r = run(env, "--input", text, *ARGS, "--local-dir", "memory://somewhere/edu")
-    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        "fineweb.py: error: memory://somewhere/edu: writing there needs conditional writes (for the lock), which this "
-        "tool uses on s3:// (AWS, or an S3-compatible store such as MinIO or R2) and az:// (Azure Blob Storage); use "
-        "one of those or a local directory"], r.stderr
+    for url in ("memory://somewhere/edu", "gs://bucket/edu"):  # (gcsfs is not needed to be told so)
+        r = run(env, "--input", text, *ARGS, "--local-dir", url)
+        assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+            f"fineweb.py: error: {url}: writing there needs conditional writes (for the lock), which this tool uses "
+            "on s3:// (AWS, or an S3-compatible store such as MinIO or R2) and az:// (Azure Blob Storage); use one of "
+            "those or a local directory"], r.stderr
 
 
 def _status(status):

@@ -36,7 +36,8 @@ from .manifest import NAME as MANIFEST, Manifest
 from .outdir import LOCK, PART_FILE, PARTS, PARTS_FIXED, OutputDir, human_bytes
 from .outdir import recorded as recorded_locally
 from .shards import shard_pattern
-from .storage import BucketFiles, is_url, pid_alive, remove_stale_staging, staging_prefix
+from .storage import (NO_CONDITIONAL_WRITES, BucketFiles, check_output_store, is_url, pid_alive, remove_stale_staging,
+                      staging_prefix)
 
 LOCK_BEAT, LOCK_STALE = 30.0, 180.0
 LEASE = ".fineweb.rank."  # + host.pid: a rank at work (ranks work side by side, each with its own)
@@ -50,6 +51,7 @@ class BucketDir(OutputDir):
     MERGE_WRITES_HERE = False
 
     def __init__(self, url, prefix=None, shared=False, create=True, what="run", shard_bytes=0, log=print):
+        check_output_store(url)
         self.files = BucketFiles(url)
         self.tidy = BucketFiles(url, quick=True)  # the heartbeat's and the release's calls: a short budget
         self.url, self.prefix, self.shared, self.what = self.files.url, prefix, shared, what
@@ -71,9 +73,7 @@ class BucketDir(OutputDir):
     # --- the lock ---
     def __enter__(self):
         if not self.files.conditional():
-            raise UserError(f"{self.url}: writing there needs conditional writes (for the lock), which this tool "
-                            "uses on s3:// (AWS, or an S3-compatible store such as MinIO or R2) and az:// (Azure "
-                            "Blob Storage); use one of those or a local directory")
+            raise UserError(NO_CONDITIONAL_WRITES.format(url=self.url))
         remove_stale_staging()
         try:
             self._take_lease() if self.shared else self._take_lock()  # the first write: a missing bucket or

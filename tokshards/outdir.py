@@ -35,7 +35,7 @@ from .errors import UserError
 from .formats import check_file, sha256_file
 from .manifest import NAME as MANIFEST, Manifest, create_file, fsync_dir, remove_file
 from .shards import shard_files, shard_name, shard_pattern
-from .storage import files_at, is_url, open_fs
+from .storage import check_output_store, files_at, is_url, open_fs
 
 LOCK = ".fineweb.lock"
 PARTS = "parts"
@@ -80,7 +80,8 @@ def check_path(path, flag="--local-dir"):
     """A local directory path or a bucket URL whose package is installed; else a one-line refusal (an
     existing file, a URL of an unknown protocol or without its package)."""
     if is_url(path):
-        open_fs(path)  # its package is installed, the URL names a prefix in a bucket
+        check_output_store(path)  # a store the lock works in (s3://, az://),
+        open_fs(path)  # whose package is installed; the URL names a prefix in a bucket
         return
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{flag} {path} is a file, not a directory; give a directory")

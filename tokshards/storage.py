@@ -91,6 +91,18 @@ REFUSED = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbi
            "AuthorizationFailure", "AuthenticationFailed", "AuthorizationPermissionMismatch")  # Azure
 
 
+OUTPUT_STORES = ("s3", "az")  # the stores whose conditional writes the lock uses (conditional.py)
+NO_CONDITIONAL_WRITES = ("{url}: writing there needs conditional writes (for the lock), which this tool uses on s3:// "
+                         "(AWS, or an S3-compatible store such as MinIO or R2) and az:// (Azure Blob Storage); use one "
+                         "of those or a local directory")
+
+
+def check_output_store(url):
+    """One line for an output URL in a store the lock cannot work in (said before asking for its package)."""
+    if store_kind(url) not in OUTPUT_STORES:
+        raise UserError(NO_CONDITIONAL_WRITES.format(url=str(url).rstrip("/")))
+
+
 def store_kind(url):
     """"s3", "az" or the URL's own protocol: which store's settings a line names."""
     protocol = str(url).split("://", 1)[0]
