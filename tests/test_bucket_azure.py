@@ -90,7 +90,7 @@ def container(azure):
     return Container(azure[0], f"cont{next(_containers)}")
 
 
-def test_a_run_into_a_container_is_the_local_run(azure, container, tmp_path, text):
+def test_a_run_into_a_container_is_the_local_run_and_reads_back(azure, container, tmp_path, text):
     env = {**azure[0], "TMPDIR": str(tmp_path)}
     url = f"az://{container.name}/edu"
     r = run(env, "--input", text, *ARGS, "--local-dir", url)
@@ -107,6 +107,10 @@ def test_a_run_into_a_container_is_the_local_run(azure, container, tmp_path, tex
     local = tmp_path / "local"
     a, b = run(env, "inspect", url, "--shard", "2", "--docs", "3"), run(env, "inspect", local, "--shard", "2", "--docs", "3")
     assert a.returncode == 0 and a.stdout.replace(url, "DIR") == b.stdout.replace(str(local), "DIR"), a.stderr
+    for src, out in ((url, tmp_path / "m-azure"), (local, tmp_path / "m-local")):  # nanoGPT's train.bin/val.bin
+        assert run(env, "merge", src, "--out", out, "--quiet").returncode == 0
+    assert [(tmp_path / "m-azure" / f).read_bytes() for f in ("train.bin", "val.bin")] == [
+        (tmp_path / "m-local" / f).read_bytes() for f in ("train.bin", "val.bin")]
 
 
 KILLER = """
