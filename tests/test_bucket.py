@@ -436,6 +436,17 @@ def test_objects_it_did_not_write_are_refused_or_left_alone(s3, bucket, text):
         assert {k: got[k] for k in theirs} == theirs and "manifest.json" in got
 
 
+def test_an_upload_under_a_shard_name_before_this_tool_wrote_there_is_not_aborted(s3, bucket, text):
+    """Unfinished uploads are this tool's only once the prefix holds its manifest (written before any
+    shard): one already there when a first run starts is another writer's, in progress."""
+    name, store = bucket
+    key = "edu/docs_train_000009.bin"
+    upload = store.fs.call_s3("create_multipart_upload", Bucket=name, Key=key)["UploadId"]
+    r = run(s3, "--input", text, *ARGS, "--local-dir", f"s3://{name}/edu")
+    assert r.returncode == 0, r.stderr
+    assert [(u["Key"], u["UploadId"]) for u in store.uploads(name)] == [(key, upload)]
+
+
 def test_another_runs_output_and_a_live_lock_are_refused(s3, bucket, text):
     name, store = bucket
     url = f"s3://{name}/edu"
@@ -643,6 +654,21 @@ def test_a_stale_lock_is_taken_by_exactly_one_of_many(s3, bucket):
         said = holders(s3, url, 4)
         assert sum(x == "held" for x in said) == 1, said
         assert all(x == "held" or x.startswith("refused:") and "is in use by" in x for x in said), said
+
+
+def test_a_lock_is_judged_by_the_stores_clock_not_this_machines(s3, bucket):
+    """A live holder on another host, its lock just rewritten; this machine's clock 20 minutes fast
+    (or slow): the lock's age is the store's Date less its Last-Modified, so it is not taken."""
+    name, store = bucket
+    for trial, skew in enumerate((1200, -1200)):
+        url = f"s3://{name}/skew{trial}"
+        store.fs.pipe_file(f"{name}/skew{trial}/.fineweb.lock", json.dumps(
+            {"host": "another-host", "pid": 1, "time": time.time()}).encode())
+        skewed = f"import time; real = time.time; time.time = lambda: real() + {skew}\n" + HOLDER
+        r = subprocess.run([sys.executable, "-c", skewed, url, "run", "0"], env=s3, cwd=REPO, capture_output=True,
+                           text=True, timeout=120)
+        assert r.stdout.startswith("refused:") and "is in use by fineweb.py run on host another-host" in r.stdout, (
+            r.stdout + r.stderr)
 
 
 def test_a_command_whose_lock_was_taken_stops_and_never_removes_the_new_holders_lock(s3, bucket, monkeypatch):

@@ -206,8 +206,12 @@ class BucketDir(OutputDir):
         pass
 
     def remove_temp_files(self):
-        """The unfinished uploads of this tool's names under the prefix (parts/ included)."""
+        """The unfinished uploads of this tool's names under the prefix (parts/ included), once the prefix
+        holds this tool's run (a manifest, or parts/job.json: both are written before any shard or part):
+        before that, an upload under a shard's name is another writer's."""
         assert not self.shared
+        if MANIFEST not in self.files.listing() and "job.json" not in self.files.listing(PARTS):
+            return
         pattern = shard_pattern(self.prefix or "\0")
 
         def ours(name):

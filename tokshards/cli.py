@@ -93,8 +93,8 @@ def build_parser():
     src.add_argument("--dataset", default=S, metavar="REPO",
                      help="Hub dataset id, or a local directory laid out like one (default HuggingFaceFW/fineweb-edu)")
     src.add_argument("--input", nargs="+", default=S, metavar="PATH",
-                     help="local files, directories or globs, or s3://BUCKET/PREFIX (an object, or every object under the "
-                     "prefix), instead of the Hub: .parquet, .jsonl/.json (.gz/.zst), text")
+                     help="local files, directories or globs, or s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (an object, or "
+                     "every object under the prefix), instead of the Hub: .parquet, .jsonl/.json (.gz/.zst), text")
     src.add_argument("--text-column", default=S, metavar="NAME", help="column/field holding the text (default text)")
     src.add_argument("--doc-separator", default=S, metavar="STR",
                      help="plain text: string between documents, backslash escapes allowed (default \\n\\n); "
@@ -102,7 +102,8 @@ def build_parser():
     src.add_argument("--revision", default=S, help="Hub branch, tag or commit to read (default: main, pinned to its sha)")
     out = p.add_argument_group("output")
     out.add_argument("--local-dir", default=S, metavar="DIR",
-                     help="output directory (default edu_fineweb10B etc. for the Hub, <input>_shards for --input)")
+                     help="output directory (default edu_fineweb10B etc. for the Hub, <input>_shards for --input), or "
+                     "s3://BUCKET/NAME or az://CONTAINER/NAME")
     out.add_argument("--prefix", default=S, help="file name prefix (default edufineweb / fineweb / the input's name)")
     out.add_argument("--shard-size", default=S, metavar="N", help="tokens per shard: 100M, 1e8 or 100000000 (default 100M)")
     out.add_argument("--format", default=S, choices=FORMATS,

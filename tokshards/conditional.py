@@ -4,15 +4,19 @@ kind of store, all with the same methods; storage.BucketFiles calls them through
 
 - S3 (and S3-compatible stores with conditional writes: MinIO, R2): If-None-Match / If-Match on
   PutObject, If-Match on DeleteObject, the ETag; unfinished multipart uploads, aborted.
-- Azure Blob Storage (adlfs): the same conditions on the blob (If-None-Match: *, If-Match: ETag);
-  a killed upload leaves uncommitted blocks on a name that has no blob yet, which are discarded by
-  committing an empty block list there (only if there is still no blob) and deleting that.
+- Azure Blob Storage (adlfs): the same conditions on the blob (If-None-Match: *, If-Match: ETag).
+  A killed upload leaves uncommitted blocks under its name: invisible, discarded by the service when
+  the name is next written (the rerun writes it) and after 7 days in any case. They are left to that:
+  discarding them ourselves would take a visible empty blob under a shard's name (an empty commit,
+  then a delete), which a kill or a failed delete in between would leave behind.
 - Google Cloud Storage has them only as generation preconditions; no emulator on the package
   registries implements those, so gs:// is not offered as an output (conditional_calls returns None).
 
 A failed condition raises ConditionFailed; a missing object FileNotFoundError; every other failure
-is the store's own exception, for storage.is_transient and storage.error_line to judge.
+is the store's own exception, for storage.is_transient and storage.error_line to judge. A lock's age
+is measured by the store's clock alone: the answer's Date less the object's Last-Modified.
 """
+from email.utils import parsedate_to_datetime
 import time
 
 
@@ -37,9 +41,14 @@ def sync(loop, fn, *args):
     return run(loop, fn, *args)
 
 
-def _age(modified):
-    """Seconds since the store's own modification time of an object (its clock, not ours alone)."""
-    return time.time() - modified.timestamp()
+def _age(date, modified):
+    """Seconds from an object's Last-Modified to the Date of the answer that read it: both stamped by
+    the store, so a client whose clock is wrong judges a lock's age right. (No Date: this machine's clock.)"""
+    try:
+        now = parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        now = time.time()
+    return now - modified.timestamp()
 
 
 class S3Calls:
@@ -81,10 +90,12 @@ class S3Calls:
             async with r["Body"] as stream:
                 return await stream.read()
 
-        return sync(self.fs.loop, read), r["ETag"], _age(r["LastModified"])
+        date = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        return sync(self.fs.loop, read), r["ETag"], _age(date, r["LastModified"])
 
     def unfinished(self, root):
-        """[(key, upload id)] of the multipart uploads under `root` ("bucket/prefix") never completed."""
+        """[(key, upload id)] of the multipart uploads under `root` ("bucket/prefix") never completed:
+        kept, and billed, by the store until aborted."""
         bucket, prefix = root.split("/", 1)
         return [(f"{bucket}/{up['Key']}", up["UploadId"]) for up in self.fs.list_multipart_uploads(bucket)
                 if up.get("Key", "").startswith(prefix + "/")]
@@ -101,6 +112,13 @@ class AzureCalls:
 
         self.fs, self.match = fs, MatchConditions
         self.exists, self.modified, self.missing = ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        # the store's answers that mean "the condition failed": any other 409 or 412 (a blob under a
+        # legal hold or another's lease, a container being deleted) is a failure to report, not a race lost
+        self.failed_conditions = ("BlobAlreadyExists", "ConditionNotMet")
+
+    def failed_condition(self, e):
+        """Did the store refuse a write or delete because its condition failed (and for no other reason)?"""
+        return isinstance(e, (self.exists, self.modified)) and e.error_code in self.failed_conditions
 
     def _run(self, key, work):
         """work(blob client) on adlfs's event loop, with the store's answers turned into ours."""
@@ -112,10 +130,13 @@ class AzureCalls:
 
         try:
             return sync(self.fs.loop, run)
-        except (self.exists, self.modified) as e:  # 409 BlobAlreadyExists, 412 ConditionNotMet
-            raise ConditionFailed(str(e).splitlines()[0]) from None
-        except self.missing as e:  # (ContainerNotFound says so in its text: storage.no_bucket)
-            raise FileNotFoundError(str(e).splitlines()[0]) from None
+        except (self.exists, self.modified) as e:
+            if self.failed_condition(e):
+                raise ConditionFailed(str(e).splitlines()[0]) from None
+            raise
+        except self.missing as e:  # (a missing container says ContainerNotFound: storage.no_bucket)
+            code = getattr(e.error_code, "value", e.error_code)  # (an enum of the SDK's, or a str)
+            raise FileNotFoundError(f"{code}: {str(e).splitlines()[0]}") from None
 
     def put(self, key, data, etag=None):
         cond = ({"overwrite": True, "etag": etag, "match_condition": self.match.IfNotModified} if etag
@@ -140,33 +161,15 @@ class AzureCalls:
 
     def get(self, key):
         async def work(blob):
-            d = await blob.download_blob()
-            return await d.readall(), d.properties.etag, _age(d.properties.last_modified)
+            dates = []  # the Date of the answer (the SDK keeps only the blob's own properties)
+            d = await blob.download_blob(raw_response_hook=lambda r: dates.append(r.http_response.headers.get("Date")))
+            return await d.readall(), d.properties.etag, _age(dates[-1] if dates else None, d.properties.last_modified)
 
         return self._run(key, work)
 
     def unfinished(self, root):
-        """[(key, None)] of the names under `root` that hold only uncommitted blocks (a killed upload)."""
-        container, prefix = root.split("/", 1)
-
-        async def names(include):
-            found = set()
-            async for b in self.fs.service_client.get_container_client(container).list_blobs(
-                    name_starts_with=prefix + "/", **({"include": include} if include else {})):
-                found.add(b.name)
-            return found
-
-        staged = sync(self.fs.loop, names, ["uncommittedblobs"]) - sync(self.fs.loop, names, None)
-        return [(f"{container}/{name}", None) for name in sorted(staged)]
+        """Nothing: staged blocks are discarded by the service (the module's docstring)."""
+        return []
 
     def abort(self, key, upload):
-        """Discard a name's uncommitted blocks: commit an empty block list only if there is still no
-        blob there (If-None-Match: *), then delete that empty blob, only that version."""
-        async def work(blob):
-            made = await blob.commit_block_list([], match_condition=self.match.IfMissing)
-            await blob.delete_blob(etag=made["etag"], match_condition=self.match.IfNotModified)
-
-        try:
-            self._run(key, work)
-        except ConditionFailed:
-            pass  # a blob was committed there meanwhile: not an unfinished upload after all
+        raise AssertionError("an Azure upload is never aborted (unfinished() lists none)")

@@ -15,7 +15,7 @@ import os
 
 from .errors import UserError
 from .outdir import LOCK
-from .storage import attempt, error_line, is_url, no_bucket, open_fs
+from .storage import attempt, error_line, is_url, no_bucket, no_bucket_line, open_fs
 
 BLOCK = 4 << 20  # read ahead per GET: few requests for a stream, little memory held
 
@@ -47,9 +47,13 @@ def is_prefix(url, fs, key):
     try:
         return attempt(url, fs.info, key, keep=FileNotFoundError)["type"] == "directory"
     except FileNotFoundError as e:
-        # s3fs says "The specified bucket does not exist" for a missing bucket, the key for a missing key
+        # s3fs says "The specified bucket does not exist" for a missing bucket, the key for a missing key;
+        # adlfs names the path either way: ask whether the container is there
         if no_bucket(e):
             raise UserError(error_line(e, url)) from None
+        bucket = key.split("/", 1)[0]
+        if bucket != key and not attempt(url, fs.exists, bucket):
+            raise UserError(no_bucket_line(url, bucket)) from None
         raise UserError(f"--input {url}: no such object or prefix") from None
 
 

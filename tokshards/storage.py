@@ -12,6 +12,7 @@ or R2) and are never printed. Throttling, 5xx and dropped connections are retrie
 are; botocore and s3fs are left one quick try each of their own (unless AWS_MAX_ATTEMPTS or
 AWS_RETRY_MODE says otherwise). What is not worth retrying, or outlasts the budget, is one line.
 """
+import logging
 import os
 import re
 import shutil
@@ -69,10 +70,13 @@ def open_fs(url, whole_bucket=False):
                                              **({"config_kwargs": {"retries": {"max_attempts": 2,
                                                                                "mode": "standard"}}} if quick else {}))
         except (TypeError, ValueError) as e:  # a URL that lacks what its filesystem needs (a host, an account)
+            hint = f"; set {CREDENTIALS[store_kind(url)]}" if store_kind(url) == "az" else ""
             raise UserError(f"{url}: {protocol}:// cannot be opened from this URL ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+                            f"{str(e).splitlines()[0][:200] if str(e) else ''}){hint}") from None
         if quick:  # one quick retry each in botocore and s3fs; the rest is attempt()'s, logged
             fs.retries = 2
+        if store_kind(url) == "az":
+            quiet_azure(fs, url, authority)
         _filesystems[slot] = fs
     fs = _filesystems[slot]
     root = fsspec.core.strip_protocol(str(url)).rstrip("/")
@@ -109,6 +113,26 @@ def store_kind(url):
     return {"s3a": "s3", "abfs": "az", "abfss": "az"}.get(protocol, protocol)
 
 
+def quiet_azure(fs, url, authority):
+    """Azure's SDK as s3fs above: one quick retry of its own (its default, 3 retries 15-60 s apart, hides
+    a dead endpoint for minutes; the rest is attempt()'s, logged), and its log lines (azure-identity
+    prints a block per credential it tried) not on the terminal: a failure is our one line. And an
+    account named in the URL (CONTAINER@ACCOUNT...) must be the one the credentials are for: adlfs
+    would write to the credentials' account whatever the URL says."""
+    logging.getLogger("azure").setLevel(logging.ERROR)
+    client = getattr(fs, "service_client", None)
+    policy = getattr(getattr(client, "_config", None), "retry_policy", None)  # (the SDK's own object, shared
+    for name, value in (("total_retries", 1), ("connect_retries", 1), ("read_retries", 1),  # by every blob
+                        ("status_retries", 1), ("initial_backoff", 1), ("increment_base", 1)):  # client of it)
+        if hasattr(policy, name):
+            setattr(policy, name, value)
+    if "@" in authority:
+        named, have = authority.split("@", 1)[1].split(".", 1)[0], getattr(client, "account_name", None)
+        if named != have:
+            raise UserError(f"{url} names the storage account {named}, but the credentials are for {have}; "
+                            f"give az://CONTAINER/PATH with {CREDENTIALS['az']} for that account")
+
+
 def error_line(e, url):
     """The one line for a failure the storage client gave up on (never with credentials in it)."""
     name = type(e).__name__
@@ -116,23 +140,43 @@ def error_line(e, url):
     kind = store_kind(url)
     credentials = CREDENTIALS.get(kind, "the credentials its fsspec package reads")
     endpoint = ENDPOINT.get(kind, "the endpoint")
-    if name in ("NoCredentialsError", "PartialCredentialsError"):
-        return f"{url}: no credentials found; set {credentials} ({endpoint} for MinIO, R2 or another S3-compatible store)"
+    classes = {c.__name__ for c in type(e).__mro__}
+    if (name in ("NoCredentialsError", "PartialCredentialsError", "CredentialUnavailableError")
+            or "failed to retrieve a token" in text):  # (azure-identity: no credential of the kinds it tries)
+        return f"{url}: no credentials found; set {credentials}" + (
+            f" ({endpoint} for MinIO, R2 or another S3-compatible store)" if kind == "s3" else "")
     status = getattr(e, "status_code", None)
-    if isinstance(e, PermissionError) or status in (401, 403) or any(k in text for k in REFUSED):
+    if (isinstance(e, PermissionError) or status in (401, 403) or "ClientAuthenticationError" in classes
+            or any(k in text for k in REFUSED)):
         return (f"{url}: access refused ({text}); check the credentials ({credentials}) and that they may read and "
                 "write this bucket")
     if isinstance(e, FileNotFoundError) and no_bucket(e):
-        return f"{url}: the {'container' if kind == 'az' else 'bucket'} does not exist ({text}); create it, or check the name and {endpoint}"
+        return no_bucket_line(url, text)
+    if status == 400:  # the store refused the request itself: the URL (a name the store does not allow)
+        return f"{url}: the store refused the request ({name}: {text}); check the URL" + (
+            " (a container's name: 3-63 lowercase letters, digits and hyphens)" if kind == "az" else "")
     return (f"{url}: the storage failed ({name}: {text}); check the endpoint and the network, then rerun the same "
             "command to resume")
 
 
+def no_bucket_line(url, text):
+    kind = store_kind(url)
+    return (f"{url}: the {'container' if kind == 'az' else 'bucket'} does not exist ({text}); create it, or check the "
+            f"name and {ENDPOINT.get(kind, 'the endpoint')}")
+
+
 def no_bucket(e):
-    """The store said the bucket (Azure: the container) does not exist (raised as a FileNotFoundError)."""
-    text = str(e)
-    return any(k in text for k in ("NoSuchBucket", "ContainerNotFound")) or any(
-        k in text.lower() for k in ("bucket does not exist", "container does not exist"))
+    """The store said the bucket (Azure: the container) does not exist: raised as a FileNotFoundError
+    that says so, or whose cause does (adlfs raises one naming only the path, from the SDK's error)."""
+    for _ in range(4):
+        if e is None:
+            return False
+        text = f"{e} {getattr(e, 'error_code', '')} {getattr(getattr(e, 'error_code', None), 'value', '')}"
+        if any(k in text for k in ("NoSuchBucket", "ContainerNotFound")) or any(
+                k in text.lower() for k in ("bucket does not exist", "container does not exist")):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def attempt(url, fn, *args, keep=(), quick=False, **kw):
