@@ -67,6 +67,23 @@ class FastTokens:
         return np.frombuffer(ids, dtype=np.uint32), np.frombuffer(offsets, dtype=np.uint64).astype(np.intp)
 
 
+_preloaded = {}  # name -> a fastokens Tokenizer built by preload(), for load() to check and use
+
+
+def preload(name):
+    """Build encoding `name`'s fastokens tokenizer now (~0.4 s of the ~0.45 s a worker's encoder takes),
+    before the encoding itself is at hand: a worker does it while the parent plans the run. load()
+    takes it, and self-checks it as ever; a failure here is left for load() to meet and report."""
+    if name not in ENCODINGS or name in _preloaded:
+        return
+    try:
+        import fastokens
+
+        _preloaded[name] = fastokens.Tokenizer.from_json_str(tokenizer_json())
+    except Exception:
+        pass
+
+
 def load(name, enc):
     """A checked FastTokens for tiktoken encoding `name`, or raise Unavailable."""
     if name not in ENCODINGS:
@@ -76,7 +93,8 @@ def load(name, enc):
     except ImportError:
         raise Unavailable("fastokens is not installed; pip install fastokens for a ~5-10x faster GPT-2 path") from None
     try:
-        fast = FastTokens(fastokens.Tokenizer.from_json_str(tokenizer_json()))
+        tok = _preloaded.pop(name, None)
+        fast = FastTokens(tok if tok is not None else fastokens.Tokenizer.from_json_str(tokenizer_json()))
     except Exception as e:
         raise Unavailable(f"fastokens could not load GPT-2 ({type(e).__name__}: {e})") from None
     for s in SELF_CHECK:

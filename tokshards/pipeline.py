@@ -69,16 +69,20 @@ class RunResult:
     thread_cpu: Optional[dict] = None  # CPU seconds of the threads that wrote ("write") and hashed ("hash") shards
 
 
-def run(job, log=print, progress=None):
+def run(job, log=print, progress=None, pool=None):
     """Run (or resume) a job; returns a RunResult.
 
     progress: optional object with start(initial_tokens, estimated_total), update(n), close(ok).
+    pool: the tokenizer processes, started early (pool.WorkerPool.early, of the size the job asks for),
+    or None to start them when the first batch is ready. Killed when the run ends, either way.
     """
     t0 = time.time()
     nprocs = usable_cpus() if job.nprocs is None else job.nprocs
     note = backend_note(job.spec, job.backend)
     if note:
         log(note)
+    if pool is not None:  # the workers build their encoders while this process opens the output
+        pool.setup(job.encoder_args(), job.source.fetchers(nprocs), log)
     with open_dir(job.out_dir, job.prefix, shard_bytes=job.shard_size * np.dtype(job.dtype).itemsize, log=log) as out:
         m = open_manifest(out, job, log)
         out.remove_temp_files()
@@ -124,7 +128,7 @@ def run(job, log=print, progress=None):
         progress = progress or NoProgress()
         progress.start(written, job.estimate_tokens())
         try:
-            stopped = stream(job, writer, start, written, nprocs, progress, log)
+            stopped = stream(job, writer, start, written, nprocs, progress, log, pool)
         except BaseException:
             writer.abandon()
             progress.close(ok=False)
@@ -141,11 +145,11 @@ def run(job, log=print, progress=None):
         return RunResult(m, writer.thread_cpu)
 
 
-def stream(job, writer, start, total, nprocs, progress, log):
+def stream(job, writer, start, total, nprocs, progress, log, pool=None):
     """Source -> pool -> writer from `start` on; True if --max-tokens stopped it."""
     skip = start.skip if start else 0
     batches = job.source.batches(start.pos if start else None)
-    encoded = tokenize_in_order(batches, job.encoder_args(), nprocs, job.source.fetchers(nprocs), log)
+    encoded = tokenize_in_order(batches, job.encoder_args(), nprocs, job.source.fetchers(nprocs), log, pool)
     with closing(batches), closing(encoded):
         for enc in encoded:
             lo = min(skip, len(enc.tokens))  # a resumed run: what the kept shards already hold

@@ -19,6 +19,7 @@ Stopping is never a wait on a worker:
 - Ctrl-C and SIGTERM go to the parent only (workers ignore both): it prints the one line.
 """
 import ctypes
+import importlib
 import multiprocessing as mp
 import os
 import pickle
@@ -34,6 +35,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import fastgpt2
 from .encoders import MismatchError, make_encoder
 from .errors import STOP_SIGNALS, UserError, signals_held
 from .positions import Position
@@ -87,11 +89,13 @@ def encode(encoder, batch, got):
     return tokens, counts, int(np.count_nonzero(tokens == encoder.spec.eot))
 
 
-def tokenize_in_order(batches, args, nprocs, fetchers=1, log=None):
+def tokenize_in_order(batches, args, nprocs, fetchers=1, log=None, pool=None):
     """Yield an Encoded per batch, in input order. nprocs=0 encodes in this process; `fetchers`: the
-    tasks each worker reads at once (in threads, while it tokenizes); log: for the tasks' log lines."""
+    tasks each worker reads at once (in threads, while it tokenizes); log: for the tasks' log lines;
+    pool: a WorkerPool started early (WorkerPool.early) that is set up here and used instead of a new
+    one (its size is nprocs); killed when this ends, like one started here."""
     log = log or (lambda msg: None)
-    if nprocs == 0:  # in this process: for debugging, for tiny inputs, and in a Ray task (one CPU)
+    if nprocs == 0 and pool is None:  # in this process: for debugging, for tiny inputs, and in a Ray task (one CPU)
         encoder = args.build()
         for b in batches:
             try:
@@ -100,19 +104,26 @@ def tokenize_in_order(batches, args, nprocs, fetchers=1, log=None):
                 raise UserError(str(e)) from None
             yield Encoded(b.start, b.first_continues, tokens, counts, encoder.backend, docs)
         return
-    pool = WorkerPool(nprocs, args, fetchers, log)
     try:
+        if pool is None:
+            pool = WorkerPool(nprocs, args, fetchers, log)
+        elif not pool.is_set_up:
+            pool.setup(args, fetchers, log)
         yield from pool.ordered(batches)
         pool.close()
     finally:
-        pool.kill()  # nothing left to do after a clean close; otherwise no waiting on anyone
+        if pool is not None:
+            pool.kill()  # nothing left to do after a clean close; otherwise no waiting on anyone
 
 
 class WorkerPool:
-    def __init__(self, n, args, fetchers=1, log=None):
-        self.procs, self.conns = [], []
-        self.per_worker = fetchers + 1  # in flight per worker: `fetchers` being read, one being encoded
-        self.dtype = args.spec.np_dtype
+    """n worker processes. Given `args`, they are set up at once; else they start (interpreter, imports,
+    `warm` modules, the `preload`ed fast tokenizer) while the parent still plans the run, and setup()
+    hands them their encoder's arguments later (WorkerPool.early)."""
+
+    def __init__(self, n, args=None, fetchers=1, log=None, warm=(), preload=None):
+        self.procs, self.conns, self.sending = [], [], []
+        self.is_set_up = False
         self.log = log or (lambda msg: None)
         ctx = mp.get_context("spawn")
         # multiprocessing starts its resource tracker on the first spawn and unblocks SIGINT/SIGTERM
@@ -125,8 +136,11 @@ class WorkerPool:
             with signals_held():
                 for _ in range(n):
                     parent_end, child_end = ctx.Pipe(duplex=True)
-                    p = ctx.Process(target=worker_main, args=(child_end, args, os.getpid(), fetchers), daemon=True,
-                                    name="fineweb-tokenizer")
+                    # only small arguments here: Process.start() blocks until the new interpreter has read
+                    # them all (it imports what unpickling them needs first), so the encoder's arguments
+                    # (~0.6 MB for GPT-2) would make each worker wait for the one before (setup())
+                    p = ctx.Process(target=worker_main, args=(child_end, os.getpid(), tuple(warm), preload),
+                                    daemon=True, name="fineweb-tokenizer")
                     p.start()
                     self.procs.append(p)
                     self.conns.append(parent_end)
@@ -134,6 +148,42 @@ class WorkerPool:
         except BaseException:
             self.kill()
             raise
+        if args is not None:
+            self.setup(args, fetchers, log)
+
+    @classmethod
+    def early(cls, n, tokenizer=None, backend="auto", warm=()):
+        """n workers started before the job is known, for setup() once it is: their start-up (~0.5 s of
+        CPU each: Python, numpy, pyarrow, and fastokens building GPT-2 when `tokenizer` is gpt2 or
+        r50k_base and `backend` may use it) overlaps the parent's own (the tokenizer, the input's
+        files and footers, the output directory)."""
+        preload = tokenizer if tokenizer in fastgpt2.ENCODINGS and backend != "tiktoken" else None
+        return cls(n, warm=warm, preload=preload)
+
+    def setup(self, args, fetchers=1, log=None):
+        """Give the workers their encoder's arguments: sent in threads (each message waits for its worker
+        to take it), finished before the first batch is sent."""
+        self.is_set_up = True
+        self.per_worker = fetchers + 1  # in flight per worker: `fetchers` being read, one being encoded
+        self.dtype = args.spec.np_dtype
+        if log is not None:
+            self.log = log
+        msg = ("setup", args, fetchers)
+        self.sending = [threading.Thread(target=self._send_setup, args=(c, msg), daemon=True) for c in self.conns]
+        for t in self.sending:
+            t.start()
+
+    @staticmethod
+    def _send_setup(conn, msg):
+        try:
+            conn.send(msg)
+        except Exception:  # the worker died, or the pool was killed: said when it is next sent to or heard from
+            pass
+
+    def _setup_sent(self):
+        for t in self.sending:
+            t.join()
+        self.sending = []
 
     def ordered(self, batches):
         n = len(self.procs)
@@ -172,6 +222,8 @@ class WorkerPool:
                 done[s] = msg[2:]
 
     def _send(self, w, item):
+        if self.sending:  # the setup messages go first
+            self._setup_sent()
         try:
             self.conns[w].send(item)
         except (BrokenPipeError, ConnectionResetError, EOFError):
@@ -221,6 +273,7 @@ class WorkerPool:
             p.join(5)
 
     def kill(self):
+        self.sending = []  # a setup message cut short by the kill: its thread ends on the error (ignored)
         for p in self.procs:
             if p.exitcode is None:
                 try:
@@ -250,8 +303,16 @@ def _die_with_parent(parent_pid):
         os._exit(0)
 
 
-def _read_pipe(conn, inbox, order):
-    """Take batches off the pipe as they come (the parent never blocks sending); exit when it closes."""
+def _read_pipe(conn, setup, inbox, order):
+    """Take the setup message, then batches, off the pipe as they come (the parent never blocks
+    sending); exit when it closes."""
+    try:
+        item = conn.recv()
+    except (EOFError, OSError):
+        os._exit(0)
+    if item is None:  # the pool was closed before it was set up: nothing to do
+        os._exit(0)
+    setup.put(item[1:])
     while True:
         try:
             item = conn.recv()
@@ -263,13 +324,25 @@ def _read_pipe(conn, inbox, order):
             return
 
 
-def worker_main(conn, args, parent_pid, fetchers=1):
+def worker_main(conn, parent_pid, warm=(), preload=None):
     _die_with_parent(parent_pid)
     for s in STOP_SIGNALS:  # the parent handles both and then kills us; a pending one is dropped
         signal.signal(s, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     # one process per core already: the fast tokenizer must not start threads of its own
     os.environ["FASTOKENS_BPE_THREADS"] = os.environ["RAYON_NUM_THREADS"] = "1"
+    setup, inbox, order = queue.Queue(), queue.Queue(), queue.Queue()  # the encoder's arguments; batches; their seqs
+    threading.Thread(target=_read_pipe, args=(conn, setup, inbox, order), daemon=True).start()
+    # while the parent is still planning the run: the slow half of building the encoder, and the imports
+    # the first task would otherwise wait for (pyarrow, huggingface_hub)
+    if preload:
+        fastgpt2.preload(preload)
+    for name in warm:
+        try:
+            importlib.import_module(name)
+        except Exception:  # only a head start: the task that needs it says what is wrong
+            pass
+    args, fetchers = setup.get()
     try:
         encoder, error = args.build(), None
     except UserError as e:  # e.g. --tokenizer-backend fast failing its self-check: said from the first batch
@@ -303,8 +376,6 @@ def worker_main(conn, args, parent_pid, fetchers=1):
             tokens = np.ascontiguousarray(tokens)
             send(("ok", seq, len(tokens), counts, encoder.backend, docs), memoryview(tokens).cast("B"))
 
-    inbox, order = queue.Queue(), queue.Queue()  # batches to read; their sequence numbers, in order
-    threading.Thread(target=_read_pipe, args=(conn, inbox, order), daemon=True).start()
     fetched, arrived = {}, threading.Condition()  # seq -> (batch, (texts, counts) or an exception)
 
     def fetch():
