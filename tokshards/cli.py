@@ -139,7 +139,7 @@ def build_parser():
     run.add_argument("--config", default=S, metavar="FILE", help="TOML preset (see config/); flags given here win")
     run.add_argument("--readers", type=int, default=S, metavar="N",
                      help="Hub: parquet row groups downloaded at once, spread over the tokenizer processes "
-                     "(default: each downloads its next one while it tokenizes one); other formats: data files "
+                     "(default: each downloads its next two while it tokenizes one); other formats: data files "
                      "streamed at once (default: 1 per 4 cores, 1 to 8). Documents stay in dataset order")
     run.add_argument("--retries", type=int, default=S, metavar="N",
                      help="network: consecutive failed attempts before giving up (default 20)")

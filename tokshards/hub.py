@@ -369,9 +369,12 @@ class HubSource:
 
     def fetchers(self, nprocs):
         """Row groups each worker downloads at once: --readers spread over the workers (at least one,
-        the next, while it tokenizes the one before). Other formats are read by this process."""
-        if self.builder != "parquet" or not self.readers:
+        the next, while it tokenizes the one before), by default HUB_FETCHERS. Other formats are read
+        by this process."""
+        if self.builder != "parquet":
             return 1
+        if not self.readers:
+            return HUB_FETCHERS
         return max(1, -(-self.readers // max(1, nprocs)))
 
     def file_batches(self, i, pos=None):
@@ -455,6 +458,13 @@ class HubSource:
         finally:
             self.spool.close()
             self.spool = None
+
+
+# Row groups a worker downloads at once by default. One (the next, while it tokenizes one) left the cores
+# idle for a third of a Hub run: a row group of FineWeb tokenizes in ~30-40 ms with fastokens, about a
+# request's round trip through HfFileSystem and the server (bench/parent_cost.py, loopback Hub, 2 workers:
+# 12.9 s with one, 10.0 s with two, 10.6 s with three). Costs one more row group in each worker's memory.
+HUB_FETCHERS = 2
 
 
 def default_readers(nprocs=None):
