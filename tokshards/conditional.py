@@ -16,12 +16,13 @@ A failed condition raises ConditionFailed; a missing object FileNotFoundError; e
 is the store's own exception, for storage.is_transient and storage.error_line to judge. A lock's age
 is measured by the store's clock alone: the answer's Date less the object's Last-Modified.
 """
-from email.utils import parsedate_to_datetime
 import time
+from email.utils import parsedate_to_datetime
 
 
 class ConditionFailed(Exception):
-    """The store refused a conditional write or delete (412, or 409 for a blob that exists)."""
+    """The store refused a conditional write or delete because its condition failed (S3: 412; Azure:
+    ConditionNotMet, or BlobAlreadyExists for If-None-Match)."""
 
 
 def conditional_calls(fs):
