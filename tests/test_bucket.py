@@ -165,28 +165,40 @@ def test_a_run_into_a_bucket_is_the_local_run(s3, bucket, tmp_path, text, fmt):
     assert store.files(f"{name}/edu") == got
 
 
-KILLER = """
+def killer(begin_upload, put_file_of):
+    """A fineweb.py that SIGKILLs itself at its n-th upload (KILL_AT=WHERE:N): "mid-upload", once
+    `begin_upload` (code defining begin_upload(fs, path)) has left an upload begun, never completed;
+    or "after-upload", the shard in the bucket, the manifest not yet. `put_file_of`: the filesystem
+    class whose put_file is wrapped."""
+    return f"""
 import os, signal, sys
-import s3fs
 from tokshards import command
+{begin_upload}
 where, n = os.environ["KILL_AT"].split(":")
 n = int(n)
 seen = []
-real_put = s3fs.S3FileSystem.put_file
+real_put = {put_file_of}.put_file
 def put_file(self, lpath, rpath, *a, **kw):
     seen.append(rpath)
-    if where == "mid-upload" and len(seen) == n:  # a multipart upload begun, never completed
-        bucket, key = rpath.split("/", 1)
-        self.call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+    if where == "mid-upload" and len(seen) == n:
+        begin_upload(self, rpath)
         os.kill(os.getpid(), signal.SIGKILL)
     out = real_put(self, lpath, rpath, *a, **kw)
-    if where == "after-upload" and len(seen) == n:  # the shard is in the bucket, the manifest not yet
+    if where == "after-upload" and len(seen) == n:
         os.kill(os.getpid(), signal.SIGKILL)
     return out
-s3fs.S3FileSystem.put_file = put_file
+{put_file_of}.put_file = put_file
 sys.argv = ["fineweb.py", *sys.argv[1:]]
 command.main()
 """
+
+
+KILLER = killer("""
+import s3fs
+def begin_upload(fs, path):  # a multipart upload begun, never completed
+    bucket, key = path.split("/", 1)
+    fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+""", "s3fs.S3FileSystem")
 
 
 @pytest.mark.parametrize("where", ["mid-upload", "after-upload"])
@@ -656,6 +668,14 @@ def test_a_stale_lock_is_taken_by_exactly_one_of_many(s3, bucket):
         assert all(x == "held" or x.startswith("refused:") and "is in use by" in x for x in said), said
 
 
+def skewed_holder(env, url, skew):
+    """What HOLDER says, taking the lock at `url` with this machine's clock `skew` seconds off."""
+    skewed = f"import time; real = time.time; time.time = lambda: real() + {skew}\n" + HOLDER
+    r = subprocess.run([sys.executable, "-c", skewed, url, "run", "0"], env=env, cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    return r.stdout + r.stderr
+
+
 def test_a_lock_is_judged_by_the_stores_clock_not_this_machines(s3, bucket):
     """A live holder on another host, its lock just rewritten; this machine's clock 20 minutes fast
     (or slow): the lock's age is the store's Date less its Last-Modified, so it is not taken."""
@@ -664,11 +684,8 @@ def test_a_lock_is_judged_by_the_stores_clock_not_this_machines(s3, bucket):
         url = f"s3://{name}/skew{trial}"
         store.fs.pipe_file(f"{name}/skew{trial}/.fineweb.lock", json.dumps(
             {"host": "another-host", "pid": 1, "time": time.time()}).encode())
-        skewed = f"import time; real = time.time; time.time = lambda: real() + {skew}\n" + HOLDER
-        r = subprocess.run([sys.executable, "-c", skewed, url, "run", "0"], env=s3, cwd=REPO, capture_output=True,
-                           text=True, timeout=120)
-        assert r.stdout.startswith("refused:") and "is in use by fineweb.py run on host another-host" in r.stdout, (
-            r.stdout + r.stderr)
+        said = skewed_holder(s3, url, skew)
+        assert said.startswith("refused:") and "is in use by fineweb.py run on host another-host" in said, said
 
 
 def test_a_command_whose_lock_was_taken_stops_and_never_removes_the_new_holders_lock(s3, bucket, monkeypatch):

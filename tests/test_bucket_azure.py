@@ -17,7 +17,8 @@ import time
 import pytest
 
 from conftest import PARQUETS, REPO
-from test_bucket import HOLDER, ARGS, free_port, holders, local_run, run, same_output, text, wait_port  # noqa: F401
+from test_bucket import (ARGS, free_port, holders, killer, local_run, run, same_output, skewed_holder,  # noqa: F401
+                         text, wait_port)
 
 pytest.importorskip("adlfs", reason="adlfs is not installed (pip install -r requirements-dev.txt)")
 AZURITE = shutil.which("azurite-blob") or str(REPO / ".venv" / "node" / "node_modules" / ".bin" / "azurite-blob")
@@ -120,32 +121,16 @@ def test_a_run_into_a_container_is_the_local_run_and_reads_back(azure, container
         (tmp_path / "m-local" / f).read_bytes() for f in ("train.bin", "val.bin")]
 
 
-KILLER = """
-import os, signal, sys
+KILLER = killer("""
 import adlfs
-from tokshards import command
-where, n = os.environ["KILL_AT"].split(":")
-n = int(n)
-seen = []
 from fsspec.asyn import sync
-real_put = adlfs.AzureBlobFileSystem.put_file
-def put_file(self, lpath, rpath, *a, **kw):
-    seen.append(rpath)
-    if where == "mid-upload" and len(seen) == n:  # blocks staged under the name, never committed
-        container, name = rpath.split("/", 1)
-        async def stage():
-            async with self.service_client.get_blob_client(container, name) as blob:
-                await blob.stage_block("YmxvY2sw", b"x" * 1000)
-        sync(self.loop, stage)
-        os.kill(os.getpid(), signal.SIGKILL)
-    out = real_put(self, lpath, rpath, *a, **kw)
-    if where == "after-upload" and len(seen) == n:  # the shard is in the container, the manifest not yet
-        os.kill(os.getpid(), signal.SIGKILL)
-    return out
-adlfs.AzureBlobFileSystem.put_file = put_file
-sys.argv = ["fineweb.py", *sys.argv[1:]]
-command.main()
-"""
+def begin_upload(fs, path):  # blocks staged under the name, never committed
+    container, name = path.split("/", 1)
+    async def stage():
+        async with fs.service_client.get_blob_client(container, name) as blob:
+            await blob.stage_block("YmxvY2sw", b"x" * 1000)
+    sync(fs.loop, stage)
+""", "adlfs.AzureBlobFileSystem")
 
 
 @pytest.mark.parametrize("where", ["mid-upload", "after-upload"])
@@ -215,11 +200,8 @@ def test_a_lock_is_judged_by_the_stores_clock_not_this_machines(azure, container
         url = f"az://{container.name}/skew{trial}"
         container.fs.pipe_file(f"{container.name}/skew{trial}/.fineweb.lock", json.dumps(
             {"host": "another-host", "pid": 1, "time": time.time()}).encode())
-        skewed = f"import time; real = time.time; time.time = lambda: real() + {skew}\n" + HOLDER
-        r = subprocess.run([sys.executable, "-c", skewed, url, "run", "0"], env=azure[0], cwd=REPO,
-                           capture_output=True, text=True, timeout=120)
-        assert r.stdout.startswith("refused:") and "is in use by fineweb.py run on host another-host" in r.stdout, (
-            r.stdout + r.stderr)
+        said = skewed_holder(azure[0], url, skew)
+        assert said.startswith("refused:") and "is in use by fineweb.py run on host another-host" in said, said
 
 
 @pytest.mark.skipif(len(PARQUETS) < 2, reason="needs 2 real parquet files")
