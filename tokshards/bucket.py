@@ -1,6 +1,8 @@
 """An output directory in a bucket: `--local-dir s3://bucket/prefix` (AWS S3, or an S3-compatible
-store with conditional writes) or `az://container/prefix` (Azure Blob Storage): conditional.py. BucketDir is an outdir.OutputDir whose storage is a bucket: the rules
-of what state the output is in and what may be deleted are outdir.py's, unchanged; what differs is here:
+store with conditional writes) or `az://container/prefix` (Azure Blob Storage); the conditional
+calls each store needs are conditional.py's. BucketDir is an outdir.OutputDir whose storage is a
+bucket: the rules of what state the output is in and what may be deleted are outdir.py's, unchanged;
+what differs is here:
 
 - A one-machine run writes each shard into a local staging directory (a new temporary directory of
   this command under $TMPDIR) as into a local output directory, then publish() uploads it under its
@@ -19,9 +21,9 @@ of what state the output is in and what may be deleted are outdir.py's, unchange
   At the end the lock is released but stays (as the local lock file does): the mark of this tool's
   output, which an --input over the bucket skips; a command that left nothing of a run removes the
   lock object it created.
-- Temporary files are the unfinished uploads of this tool's names (a kill mid-upload: S3's multipart
-  uploads, Azure's uncommitted blocks): invisible, but kept and billed by the store until aborted,
-  which remove_temp_files does.
+- Temporary files are the unfinished multipart uploads of this tool's names on S3 (a kill
+  mid-upload): invisible, but kept and billed by the store until aborted, which remove_temp_files
+  does. (Azure discards a killed upload's staged blocks itself: conditional.py.)
 """
 import json
 import os
@@ -36,8 +38,7 @@ from .manifest import NAME as MANIFEST, Manifest
 from .outdir import LOCK, PART_FILE, PARTS, PARTS_FIXED, OutputDir, human_bytes
 from .outdir import recorded as recorded_locally
 from .shards import shard_pattern
-from .storage import (NO_CONDITIONAL_WRITES, BucketFiles, check_output_store, is_url, pid_alive, remove_stale_staging,
-                      staging_prefix)
+from .storage import BucketFiles, check_output_store, is_url, pid_alive, remove_stale_staging, staging_prefix
 
 LOCK_BEAT, LOCK_STALE = 30.0, 180.0
 LEASE = ".fineweb.rank."  # + host.pid: a rank at work (ranks work side by side, each with its own)
@@ -51,7 +52,7 @@ class BucketDir(OutputDir):
     MERGE_WRITES_HERE = False
 
     def __init__(self, url, prefix=None, shared=False, create=True, what="run", shard_bytes=0, log=print):
-        check_output_store(url)
+        check_output_store(url)  # (s3:// or az://: stores with the conditional writes the lock needs)
         self.files = BucketFiles(url)
         self.tidy = BucketFiles(url, quick=True)  # the heartbeat's and the release's calls: a short budget
         self.url, self.prefix, self.shared, self.what = self.files.url, prefix, shared, what
@@ -72,8 +73,6 @@ class BucketDir(OutputDir):
 
     # --- the lock ---
     def __enter__(self):
-        if not self.files.conditional():
-            raise UserError(NO_CONDITIONAL_WRITES.format(url=self.url))
         remove_stale_staging()
         try:
             self._take_lease() if self.shared else self._take_lock()  # the first write: a missing bucket or

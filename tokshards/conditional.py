@@ -52,6 +52,12 @@ def _age(date, modified):
     return now - modified.timestamp()
 
 
+def _s3_condition_failed(e):
+    """S3 answered 412 PreconditionFailed: s3fs raises FileExistsError for If-None-Match, an OSError
+    naming the 412 for If-Match. (A missing object is a FileNotFoundError, never this.)"""
+    return isinstance(e, FileExistsError) or "pre-condition" in str(e) or "PreconditionFailed" in str(e)
+
+
 class S3Calls:
     def __init__(self, fs):
         self.fs = fs
@@ -62,8 +68,8 @@ class S3Calls:
         cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:
             return self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=data, **cond)["ETag"]
-        except OSError as e:  # s3fs: FileExistsError for If-None-Match, an OSError naming 412 for If-Match
-            if isinstance(e, FileExistsError) or "pre-condition" in str(e) or "PreconditionFailed" in str(e):
+        except OSError as e:
+            if _s3_condition_failed(e):
                 raise ConditionFailed(str(e)) from None
             raise
 
@@ -77,7 +83,7 @@ class S3Calls:
         try:
             self.fs.call_s3("delete_object", Bucket=bucket, Key=name, IfMatch=etag)
         except OSError as e:
-            if not isinstance(e, FileNotFoundError) and ("pre-condition" in str(e) or "PreconditionFailed" in str(e)):
+            if _s3_condition_failed(e):
                 raise ConditionFailed(str(e)) from None
             raise
 

@@ -92,10 +92,10 @@ def encode(encoder, batch, got):
 def tokenize_in_order(batches, args, nprocs, fetchers=1, log=None, pool=None):
     """Yield an Encoded per batch, in input order. nprocs=0 encodes in this process; `fetchers`: the
     tasks each worker reads at once (in threads, while it tokenizes); log: for the tasks' log lines;
-    pool: a WorkerPool started early (WorkerPool.early) that is set up here and used instead of a new
+    pool: a WorkerPool started early (WorkerPool.early) and set up by the caller, used instead of a new
     one (its size is nprocs); killed when this ends, like one started here."""
     log = log or (lambda msg: None)
-    if nprocs == 0 and pool is None:  # in this process: for debugging, for tiny inputs, and in a Ray task (one CPU)
+    if nprocs == 0:  # in this process: for debugging, for tiny inputs, and in a Ray task (one CPU)
         encoder = args.build()
         for b in batches:
             try:
@@ -104,16 +104,13 @@ def tokenize_in_order(batches, args, nprocs, fetchers=1, log=None, pool=None):
                 raise UserError(str(e)) from None
             yield Encoded(b.start, b.first_continues, tokens, counts, encoder.backend, docs)
         return
+    if pool is None:
+        pool = WorkerPool(nprocs, args, fetchers, log)
     try:
-        if pool is None:
-            pool = WorkerPool(nprocs, args, fetchers, log)
-        elif not pool.is_set_up:
-            pool.setup(args, fetchers, log)
         yield from pool.ordered(batches)
         pool.close()
     finally:
-        if pool is not None:
-            pool.kill()  # nothing left to do after a clean close; otherwise no waiting on anyone
+        pool.kill()  # nothing left to do after a clean close; otherwise no waiting on anyone
 
 
 class WorkerPool:
@@ -123,7 +120,6 @@ class WorkerPool:
 
     def __init__(self, n, args=None, fetchers=1, log=None, warm=(), preload=None):
         self.procs, self.conns, self.sending = [], [], []
-        self.is_set_up = False
         self.log = log or (lambda msg: None)
         ctx = mp.get_context("spawn")
         # multiprocessing starts its resource tracker on the first spawn and unblocks SIGINT/SIGTERM
@@ -163,7 +159,6 @@ class WorkerPool:
     def setup(self, args, fetchers=1, log=None):
         """Give the workers their encoder's arguments: sent in threads (each message waits for its worker
         to take it), finished before the first batch is sent."""
-        self.is_set_up = True
         self.per_worker = fetchers + 1  # in flight per worker: `fetchers` being read, one being encoded
         self.dtype = args.spec.np_dtype
         if log is not None:

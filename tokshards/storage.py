@@ -76,7 +76,7 @@ def open_fs(url, whole_bucket=False):
         if quick:  # one quick retry each in botocore and s3fs; the rest is attempt()'s, logged
             fs.retries = 2
         if store_kind(url) == "az":
-            quiet_azure(fs, url, authority)
+            configure_azure(fs, url, authority)
         _filesystems[slot] = fs
     fs = _filesystems[slot]
     root = fsspec.core.strip_protocol(str(url)).rstrip("/")
@@ -96,15 +96,14 @@ REFUSED = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbi
 
 
 OUTPUT_STORES = ("s3", "az")  # the stores whose conditional writes the lock uses (conditional.py)
-NO_CONDITIONAL_WRITES = ("{url}: writing there needs conditional writes (for the lock), which this tool uses on s3:// "
-                         "(AWS, or an S3-compatible store such as MinIO or R2) and az:// (Azure Blob Storage); use one "
-                         "of those or a local directory")
 
 
 def check_output_store(url):
     """One line for an output URL in a store the lock cannot work in (said before asking for its package)."""
     if store_kind(url) not in OUTPUT_STORES:
-        raise UserError(NO_CONDITIONAL_WRITES.format(url=str(url).rstrip("/")))
+        raise UserError(f"{str(url).rstrip('/')}: writing there needs conditional writes (for the lock), which this "
+                        "tool uses on s3:// (AWS, or an S3-compatible store such as MinIO or R2) and az:// (Azure Blob "
+                        "Storage); use one of those or a local directory")
 
 
 def store_kind(url):
@@ -113,7 +112,7 @@ def store_kind(url):
     return {"s3a": "s3", "abfs": "az", "abfss": "az"}.get(protocol, protocol)
 
 
-def quiet_azure(fs, url, authority):
+def configure_azure(fs, url, authority):
     """Azure's SDK as s3fs above: one quick retry of its own (its default, 3 retries 15-60 s apart, hides
     a dead endpoint for minutes; the rest is attempt()'s, logged), and its log lines (azure-identity
     prints a block per credential it tried) not on the terminal: a failure is our one line. And an
@@ -396,7 +395,7 @@ class BucketFiles:
         """quick: every call with a short budget of retries (storage.QUICK), for tidying up."""
         self.url, self.quick = str(url).rstrip("/"), quick
         self.fs, self.root = open_fs(self.url)
-        self.calls = conditional_calls(self.fs)  # the lock's conditional writes; None where the store has none
+        self.calls = conditional_calls(self.fs)  # the lock's conditional writes (s3://, az://: check_output_store)
 
     def key(self, name):
         return f"{self.root}/{name}"
@@ -489,11 +488,6 @@ class BucketFiles:
         """A conditional PUT (If-None-Match): True if this process created the object."""
         return self.put_if(name, data) is not None
 
-    def conditional(self):
-        """Can this store do conditional writes (the lock needs them)? S3 (and S3-compatible stores),
-        Azure Blob Storage: conditional.py."""
-        return self.calls is not None
-
     def put_if(self, name, data, etag=None):
         """PUT only if the object is absent (etag None) or still the version `etag`: a conditional
         write, which exactly one of many racing writers wins. The new ETag, or None if the condition failed."""
@@ -535,8 +529,8 @@ class BucketFiles:
             pass
 
     def unfinished_uploads(self, ours):
-        """[(key, upload id)] of the uploads under the prefix never completed (S3's multipart uploads,
-        Azure's uncommitted blocks) whose name (relative to the prefix) `ours` accepts."""
+        """[(key, upload id)] of the uploads under the prefix never completed (S3's multipart uploads;
+        none on Azure: conditional.py) whose name (relative to the prefix) `ours` accepts."""
         start = len(self.root) + 1
         return [(key, upload) for key, upload in self.call(self.calls.unfinished, self.root) if ours(key[start:])]
 
