@@ -96,6 +96,7 @@ def tokenize_in_order(batches, args, nprocs, fetchers=1, log=None, pool=None):
     one (its size is nprocs); killed when this ends, like one started here."""
     log = log or (lambda msg: None)
     if nprocs == 0:  # in this process: for debugging, for tiny inputs, and in a Ray task (one CPU)
+        keep_freed_memory()
         encoder = args.build()
         for b in batches:
             try:
@@ -121,6 +122,7 @@ class WorkerPool:
     def __init__(self, n, args=None, fetchers=1, log=None, warm=(), preload=None):
         self.procs, self.conns, self.sending = [], [], []
         self.log = log or (lambda msg: None)
+        keep_freed_memory()  # this process's receive arrays, batch after batch
         ctx = mp.get_context("spawn")
         # multiprocessing starts its resource tracker on the first spawn and unblocks SIGINT/SIGTERM
         # as it does so (resource_tracker.ensure_running): start it first, or the first worker would
@@ -287,6 +289,28 @@ class WorkerPool:
 
 # --- in the worker process ---
 
+# glibc gives every freed block of 128 KiB or more straight back to the kernel (munmap, or a trim of
+# the heap's top), so the buffers of each batch (fastokens' ~20 MB while it encodes a row group, the
+# framed ids, the parent's receive arrays) came back as fresh zeroed pages every time: ~1,300 page
+# faults per million tokens, 29% of fastokens' CPU (measured per thread: 0.84 -> 0.59 s on 43M
+# tokens). Freed blocks up to KEEP_FREED are kept for the next batch instead; a process holds no
+# more than its peak working set, as before. 32 MiB is the largest threshold glibc accepts on 64-bit.
+KEEP_FREED = 32 << 20
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)
+
+
+def keep_freed_memory():
+    """Tell glibc's malloc to keep freed blocks up to KEEP_FREED for reuse (elsewhere: nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc: its own policy stays
+        return
+    if mallopt(M_MMAP_THRESHOLD, KEEP_FREED):  # only if accepted: a trim threshold alone changes little
+        mallopt(M_TRIM_THRESHOLD, 2 * KEEP_FREED)
+
+
 def _die_with_parent(parent_pid):
     """SIGKILL from the kernel when the parent dies, whatever kills it (Linux)."""
     if sys.platform.startswith("linux"):
@@ -321,6 +345,7 @@ def _read_pipe(conn, setup, inbox, order):
 
 def worker_main(conn, parent_pid, warm=(), preload=None):
     _die_with_parent(parent_pid)
+    keep_freed_memory()
     for s in STOP_SIGNALS:  # the parent handles both and then kills us; a pending one is dropped
         signal.signal(s, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
