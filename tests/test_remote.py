@@ -283,6 +283,69 @@ def test_a_worker_killed_mid_task_is_one_line_and_the_rerun_resumes(hub, tmp_pat
     assert files_of(tmp_path / "edu_fineweb10B") == reference
 
 
+def test_a_row_group_is_one_request(hub, tmp_path, reference):
+    """pyarrow asks for each column chunk apart (text, then token_count): a request each, and on the real
+    Hub each request is a redirect as well. A worker reads the row group's wanted columns in one GET."""
+    import pyarrow.parquet as pq
+
+    from tokshards.hub import row_group_span
+
+    r = remote(hub, tmp_path, "--remote", "10BT", "--nprocs", 2)
+    assert r.returncode == 0, r.stderr
+    assert files_of(tmp_path / "edu_fineweb10B") == reference
+    files = sorted((FINEWEB_EDU / "sample" / "10BT").glob("*.parquet"))
+    for path in files:
+        md = pq.ParquetFile(path).metadata
+        ranges = [e["range"] for e in hub.log() if e["path"].endswith("/" + path.name) and e["range"]]
+        starts = [int(x.split("=")[1].split("-")[0]) for x in ranges]
+        for k in range(md.num_row_groups):
+            a, b = row_group_span(md, k, ("text", "token_count"))
+            assert ranges.count(f"bytes={a}-{b - 1}") == 1, (path.name, ranges)
+            assert not [s for s in starts if a < s < b - 64 * 1024], (path.name, ranges)  # no chunk read apart
+    assert len(files) > 1
+
+
+def test_a_span_file_serves_its_range_and_reads_the_rest(tmp_path):
+    """SpanFile: pyarrow reads of the row group's span come from memory, any other from the file; a
+    span that would read far more than the wanted columns (a big column between them) is not taken."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tokshards.hub import SpanFile, read_span, row_group_span
+
+    path = tmp_path / "t.parquet"
+    n = 3000
+    pq.write_table(pa.table({"text": [f"doc {i} " * 3 for i in range(n)], "big": [os.urandom(200) for _ in range(n)],
+                             "token_count": list(range(n))}), path, row_group_size=1000)
+    pf = pq.ParquetFile(path)
+    md, size = pf.metadata, path.stat().st_size
+    assert row_group_span(md, 1, ("text", "token_count")) is None  # "big" between them: two requests stay
+    a, b = row_group_span(md, 1, ("text", "big"))
+    want = pf.read_row_group(1, columns=["text", "big"])
+
+    class Counting(io.FileIO):
+        reads = 0
+
+        def read(self, n=-1):
+            Counting.reads += 1
+            return super().read(n)
+
+    with Counting(path, "rb") as f:
+        src = read_span(f, size, (a, b))
+        assert Counting.reads == 1
+        assert pq.ParquetFile(src, metadata=md, pre_buffer=True).read_row_group(1, columns=["text", "big"]).equals(want)
+        assert Counting.reads == 1  # all of it from the span
+        assert pq.ParquetFile(src, metadata=md).read_row_group(2, columns=["text"]).equals(
+            pf.read_row_group(2, columns=["text"]))
+        assert Counting.reads > 1  # another row group: from the file
+        src.seek(a - 2)
+        assert bytes(src.read(4)) == path.read_bytes()[a - 2 : a + 2]  # across the span's edge: the file's bytes
+    with open(path, "rb") as f, pytest.raises(OSError, match="cut short"):
+        read_span(f, size, (size - 10, size + 10))  # fewer bytes than asked: a data error, retried
+
+
 def test_footers_are_read_whole_however_large(tmp_path):
     """read_footer: one read of the last 64 KiB, and one more for a larger footer (many row groups)."""
     import pyarrow as pa
