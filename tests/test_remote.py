@@ -313,7 +313,7 @@ def test_a_span_file_serves_its_range_and_reads_the_rest(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tokshards.hub import SpanFile, read_span, row_group_span
+    from tokshards.hub import read_span, row_group_span
 
     path = tmp_path / "t.parquet"
     n = 3000

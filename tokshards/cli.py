@@ -291,11 +291,10 @@ def make_job(opts, log):
     else:
         check_path(out_dir)
         if opts["quiet"]:  # the client libraries' own retry lines too
-            from datasets.utils import logging as datasets_logging
             from huggingface_hub.utils import logging as hub_logging
 
             hub_logging.set_verbosity_error()
-            datasets_logging.set_verbosity_error()
+            os.environ["DATASETS_VERBOSITY"] = "error"  # read as datasets is imported, if it is (hub.py)
         revision = opts["revision"] or pinned_revision(out_dir, opts)
         source = HubSource(opts["dataset"], config_name, revision, opts["text_column"],
                            opts["retries"], opts["retry_time"], log, opts["readers"])

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import UserError
+from .hubfiles import train_files
 from .job import usable_cpus
 from .positions import Position
 from .retry import FIRST_CONTACT_RETRIES, FIRST_CONTACT_SECONDS, Retrier, is_data_error
@@ -86,8 +87,10 @@ NO_CONTACT_HINT = ("check the network connection, HF_ENDPOINT (now {endpoint}), 
                    "(HTTPS_PROXY), then rerun")
 
 
-def _quiet_datasets_retries():
-    """Let failures reach our logged, budgeted retry quickly instead of datasets' silent 20 x 60 s."""
+def _datasets():
+    """datasets, imported here, not at the top (~0.8 CPU s, and pandas with it: only the cards hubfiles.py
+    does not take and formats other than parquet need it), with its retries set so that failures reach
+    our logged, budgeted retry quickly instead of datasets' silent 20 x 60 s."""
     import datasets
 
     datasets.config.STREAMING_READ_MAX_RETRIES = 2
@@ -96,6 +99,7 @@ def _quiet_datasets_retries():
     datasets.config.STREAMING_READ_RATE_LIMIT_RETRY_INTERVAL = 5
     datasets.config.STREAMING_OPEN_MAX_RETRIES = 2
     datasets.config.STREAMING_OPEN_RETRY_INTERVAL = 1
+    return datasets
 
 
 def raise_if_user_error(e, dataset, config, sha, local, path=None):
@@ -340,7 +344,6 @@ class HubSource:
         self.local = os.path.isdir(dataset)
         self.retries, self.retry_seconds, self.log = retries if not self.local else 0, retry_seconds, log
         self.sha, self.has_token_count, self.spool = None, None, None
-        _quiet_datasets_retries()
         # the first contact: a short budget, and a line that says what to check (NO_CONTACT_HINT)
         self.sha = None if self.local else self._with_retries(
             lambda: self._resolve(revision), "revision lookup", first_contact=True)
@@ -363,7 +366,6 @@ class HubSource:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.log = self.log or _log_stderr
-        _quiet_datasets_retries()
 
     def _with_retries(self, fn, what, first_contact=False, path=None):
         if first_contact:
@@ -391,9 +393,12 @@ class HubSource:
         return HfApi().dataset_info(self.dataset, revision=revision or "main").sha
 
     def _list_files(self):
-        """(builder module, the train split's files in dataset order), as load_dataset resolves them."""
-        import datasets
-
+        """(builder module, the train split's files in dataset order), as load_dataset resolves them:
+        for a plain parquet card without datasets (hubfiles.py), else by datasets itself."""
+        files = None if self.local else train_files(self.dataset, self.config, self.sha)
+        if files is not None:
+            return "parquet", files
+        datasets = _datasets()
         b = datasets.load_dataset_builder(self.dataset, name=self.config, revision=self.sha)
         files = (b.config.data_files or {}).get("train")
         if not files:
@@ -413,8 +418,7 @@ class HubSource:
         return open_data_file(self.files[i])
 
     def _open(self, i, state=None):
-        import datasets
-
+        datasets = _datasets()
         ds = datasets.load_dataset(self.builder, data_files=[self.files[i]], split="train", streaming=True)
         if ds.features and self.text_column in ds.features:
             keep = [self.text_column] + (["token_count"] if "token_count" in ds.features else [])
