@@ -6,6 +6,7 @@ same machine. Prints the wall seconds and the tool's own CPU report of every run
     git worktree add /tmp/before <commit>
     python bench/ab_paths.py --before /tmp/before            # --after defaults to this checkout
     python bench/ab_paths.py --before /tmp/before --rounds 5 --files 40 --file-mb 24
+    python bench/ab_paths.py --before /tmp/before --delay 0.03   # + the Hub with 30 ms before each data request
 
 The input is parent_cost.py's (40 parquet files of ~24 MB, made once under bench/data/, git-ignored).
 """
@@ -35,23 +36,30 @@ def main():
     ap.add_argument("--files", type=int, default=40)
     ap.add_argument("--file-mb", type=float, default=24)
     ap.add_argument("--nprocs", type=int, default=2)
+    ap.add_argument("--delay", type=float, default=0,
+                    help="also run the Hub path with this many seconds' wait before every request for a data "
+                         "file (the server's 'delay' fault): a stand-in for a far Hub's round trip")
     a = ap.parse_args()
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "tiktoken-cache"))
     repo = make_repo(a.files, a.file_mb)
     files = sorted((repo / "sample" / "10BT").glob("*.parquet"))
     work = Path(tempfile.mkdtemp(prefix="ab_paths-"))
     hub = start_hub({"HuggingFaceFW/fineweb-edu": str(repo)}, work)
-    print("| round | checkout | path | wall s | tokens | main process CPU s | writing, hashing threads | workers CPU s |")
-    print("|---|---|---|---|---|---|---|---|")
+    paths = ("local", "hub") + ((f"hub, {a.delay * 1000:g} ms per request",) if a.delay else ())
+    print("| round | checkout | path | wall s | tokens | main process CPU s | writing, hashing threads | workers CPU s "
+          "| requests to the Hub |")
+    print("|---|---|---|---|---|---|---|---|---|")
     try:
         for r in range(a.rounds):
             for name, tree in (("before", a.before), ("after", a.after)):
-                for path in ("local", "hub"):
+                for path in paths:
                     bench.wait_for_quiet(20)
                     out = work / "out"
                     shutil.rmtree(out, ignore_errors=True)
-                    if path == "hub":
-                        hub.reset()
+                    if path.startswith("hub"):
+                        hub.reset()  # the log, and any delay of the round before
+                        if path != "hub":
+                            hub.faults(delay=a.delay, match="*.parquet")
                         env, args = hub_env(hub, work, timeout=60), ["--remote", "10BT"]
                     else:
                         env, args = bench.child_env(), ["--input", *map(str, files)]
@@ -63,9 +71,10 @@ def main():
                     if p.returncode or not m:
                         sys.exit(f"ab_paths: {name} {path} failed:\n{p.stderr[-2000:]}")
                     tokens, main_cpu, write, sha, workers = m.groups()
+                    requests = len(hub.log()) if path.startswith("hub") else "-"
                     print(f"| {r + 1} | {name} | {path} | {wall:.1f} | {tokens} | {main_cpu} | {write or '-'}, {sha or '-'} "
-                          f"| {workers} |", flush=True)
-                    if path == "hub":
+                          f"| {workers} | {requests} |", flush=True)
+                    if path.startswith("hub"):
                         shutil.rmtree(env["HF_HOME"], ignore_errors=True)
     finally:
         hub.stop()

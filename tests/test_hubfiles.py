@@ -10,7 +10,7 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FINEWEB_EDU, REPO, needs_data, run_cli
+from conftest import FINEWEB_EDU, PARQUETS, REPO, needs_data, run_cli
 from hub import hub_env, start_hub
 
 pytestmark = needs_data
@@ -53,6 +53,16 @@ LAYOUTS = {
     "t/badother": (card([{"config_name": "ok", "data_files": "ok/*.parquet"},
                          {"config_name": "bad", "data_files": [{"split": "a-b", "path": "x"}]}]), ["ok/1.parquet"],
                    {"ok": False}),
+    "t/emptypath": (card([{"config_name": "e", "data_files": [{"split": "train", "path": []}]}]), ["e/1.parquet"],
+                    {"e": False}),
+    "t/twodefaults": (card([{"config_name": "a", "default": True, "data_files": "a/*.parquet"},
+                            {"config_name": "b", "default": True, "data_files": "a/*.parquet"}]), ["a/1.parquet"],
+                      {"a": False}),
+    "t/badname": (card([{"config_name": "a", "data_files": "a/*.parquet"},
+                        {"config_name": "b:c", "data_files": "a/*.parquet"}]), ["a/1.parquet"], {"a": False}),
+    "t/siblingdir": (card([{"config_name": "a", "data_files": "a/*.parquet"},
+                           {"config_name": "b", "data_dir": "nothere"}]), ["a/1.parquet"], {"a": False}),
+    "t/colon": (card([{"config_name": "a", "data_files": "x:y/*.parquet"}]), ["x:y/1.parquet"], {"a": False}),
     "t/datadir": (card([{"config_name": "dd", "data_dir": "x", "data_files": "*.parquet"}]), ["x/1.parquet"],
                   {"dd": False}),
     "t/firstjson": (card([{"config_name": "js", "data_files": "js/*.jsonl"},
@@ -123,18 +133,31 @@ def test_the_listing_is_datasets_own_or_none(layouts, tmp_path):
     assert len(got["t/list:main"][0]) == 3 and got["t/overlap:o"][0][0] == got["t/overlap:o"][0][-1]
     assert [f.rsplit("/", 1)[1] for f in got["t/hidden:h"][2]] == ["y.parquet"]
     assert got["t/json:j"][1] == "json"
+    assert got["t/twodefaults:a"][1] == "ValueError" and got["t/badname:a"][1] == "InvalidConfigName"
+
+
+def test_datasets_offline_is_still_refused(tmp_path):
+    """HF_DATASETS_OFFLINE is datasets' setting, not huggingface_hub's: a run that no longer imports
+    datasets must refuse it as before, in one line."""
+    with start_hub({"HuggingFaceFW/fineweb-edu": str(FINEWEB_EDU)}, tmp_path) as hub:
+        env = dict(hub_env(hub, tmp_path, timeout=10), HF_DATASETS_OFFLINE="1")
+        r = run_cli("--remote", "10BT", "--nprocs", 1, cwd=tmp_path, env=env)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and "HF_DATASETS_OFFLINE is set" in last and "Traceback" not in r.stderr, r.stderr
 
 
 def test_a_fineweb_run_imports_neither_datasets_nor_pandas(tmp_path):
     """datasets (and pandas with it) cost the main process ~0.8 CPU s and ~80 MB before the first token;
-    a worker once imported pandas through pyarrow's pa.scalar (token_count's nulls)."""
+    a worker once imported pandas through pyarrow's pa.scalar (token_count's nulls). An --input run's
+    main process does not even import huggingface_hub."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
         "import atexit, os, sys\n"
         "def _seen():\n"
         f"    with open({str(tmp_path / 'modules')!r} + '.' + str(os.getpid()), 'w') as f:\n"
-        "        f.write(' '.join(m for m in ('datasets', 'pandas', 'pyarrow', 'fastokens') if m in sys.modules))\n"
+        "        f.write(' '.join(m for m in ('datasets', 'pandas', 'pyarrow', 'fastokens', 'huggingface_hub')\n"
+        "                         if m in sys.modules))\n"
         "atexit.register(_seen)\n")
     with start_hub({"HuggingFaceFW/fineweb-edu": str(FINEWEB_EDU)}, tmp_path) as hub:
         env = hub_env(hub, tmp_path, timeout=10)
@@ -145,3 +168,10 @@ def test_a_fineweb_run_imports_neither_datasets_nor_pandas(tmp_path):
     tokenizing = [s for s in seen if "fastokens" in s]  # the main process builds none; the workers do
     assert len(tokenizing) >= 2 and all("pyarrow" in s for s in seen if s), seen
     assert not any("datasets" in s or "pandas" in s for s in seen), seen
+    for p in tmp_path.glob("modules.*"):
+        p.unlink()
+    r = run_cli("--input", *PARQUETS, "--nprocs", 2, "--local-dir", tmp_path / "local", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    seen = {p.name: p.read_text().split() for p in tmp_path.glob("modules.*")}
+    main = [s for s in seen.values() if "fastokens" not in s]  # the main process (and the resource tracker)
+    assert main and not any("huggingface_hub" in s or "datasets" in s or "pandas" in s for s in main), seen

@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import UserError
-from .hubfiles import train_files
 from .job import usable_cpus
 from .positions import Position
 from .retry import FIRST_CONTACT_RETRIES, FIRST_CONTACT_SECONDS, Retrier, is_data_error
@@ -395,6 +394,8 @@ class HubSource:
     def _list_files(self):
         """(builder module, the train split's files in dataset order), as load_dataset resolves them:
         for a plain parquet card without datasets (hubfiles.py), else by datasets itself."""
+        from .hubfiles import train_files  # here, not at the top: huggingface_hub, not for --input runs
+
         files = None if self.local else train_files(self.dataset, self.config, self.sha)
         if files is not None:
             return "parquet", files

@@ -12,12 +12,19 @@ data_files.py):
   (the same call; directories and datasets' FILES_TO_IGNORE are skipped), in the order of the patterns;
 - datasets picks the builder from the FIRST config's files: they must all be parquet too.
 
-Anything else returns None and datasets does it: a `.huggingface.yaml` or a dataset script in the repo,
-a pattern that is a URL or absolute or has "::" hops, a pattern that matches nothing, a match that is
-hidden or in a "__" directory (datasets' own rules decide those), a file that is not NAME.parquet, a
-config name given twice. tests/test_hubfiles.py compares both on the loopback Hub, case by case.
+Anything else returns None and datasets does it: HF_DATASETS_OFFLINE set (datasets refuses to run), a
+`.huggingface.yaml` or a dataset script in the repo, a config with `data_dir`, a config name given twice
+or that datasets refuses (a character of INVALID_NAME), two default configs, a pattern that is a URL, is
+absolute or has a ":" (hops, or a scheme to urlparse), a pattern that matches nothing, no pattern, a
+match that is hidden or in a "__" directory (datasets' own rules decide those), a file that is not
+NAME.parquet. tests/test_hubfiles.py compares both on the loopback Hub, case by case.
+
+Not checked (datasets raises, the tool reads the files the card names): malformed metadata that does not
+name files: `features` or `dataset_info` of the wrong type, a damaged legacy dataset_infos.json.
 """
 import re
+
+import os
 
 from huggingface_hub import DatasetCard, HfApi, HfFileSystem, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
@@ -26,6 +33,7 @@ from huggingface_hub.errors import EntryNotFoundError
 FILES_TO_IGNORE = {"README.md", "config.json", "dataset_info.json", "dataset_infos.json", "dummy_data.zip",
                    "dataset_dict.json"}
 SPLIT = re.compile(r"^\w+(\.\w+)*$")  # datasets.naming._split_re
+INVALID_NAME = r"<>:/\|?*"  # datasets.naming.INVALID_WINDOWS_CHARACTERS_IN_PATH: a config name with one is refused
 
 
 class NotPlain(Exception):
@@ -42,6 +50,8 @@ def train_files(dataset, config, sha):
 
 
 def _train_files(dataset, config, sha):
+    if os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        raise NotPlain("offline")  # huggingface_hub does not read it; datasets refuses, with its own error
     api = HfApi()
     for name in (".huggingface.yaml", dataset.rsplit("/", 1)[-1] + ".py"):  # merged into the card; a script
         if api.file_exists(dataset, name, repo_type="dataset", revision=sha):
@@ -54,10 +64,14 @@ def _train_files(dataset, config, sha):
         if "data_files" in c:
             _patterns(c["data_files"])
     names = [c.get("config_name") for c in configs]
-    if config not in names or None in names or len(set(names)) != len(names):
+    if config not in names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
         raise NotPlain("the config missing, a config without a name, or a name given twice")
+    if any(ch in n for n in names for ch in INVALID_NAME):
+        raise NotPlain("a config name datasets refuses")
+    if len(configs) > 1 and sum(n == "default" or bool(c.get("default")) for n, c in zip(names, configs)) > 1:
+        raise NotPlain("several default configs")
     ours = configs[names.index(config)]
-    if "data_dir" in ours or "data_dir" in configs[0] or "data_files" not in configs[0]:
+    if any("data_dir" in c for c in configs) or "data_files" not in configs[0]:
         raise NotPlain("data_dir, or no data_files")
     splits = _patterns(ours.get("data_files"))
     if list(splits) != ["train"]:
@@ -91,7 +105,7 @@ def _resolve(fs, base, patterns):
     """The files the patterns match, pattern after pattern, as datasets.data_files.resolve_pattern lists them."""
     out = []
     for pattern in patterns:
-        if not isinstance(pattern, str) or "://" in pattern or pattern.startswith("/") or "::" in pattern:
+        if not isinstance(pattern, str) or ":" in pattern or pattern.startswith("/"):
             raise NotPlain("not a relative pattern")
         ignore = FILES_TO_IGNORE - {pattern.rsplit("/", 1)[-1]}
         matched = []
@@ -109,4 +123,6 @@ def _resolve(fs, base, patterns):
         if not matched:
             raise NotPlain("no match")
         out += matched
+    if not out:  # no pattern at all (`path: []`)
+        raise NotPlain("no pattern")
     return out

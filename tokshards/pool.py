@@ -289,12 +289,13 @@ class WorkerPool:
 
 # --- in the worker process ---
 
-# glibc gives every freed block of 128 KiB or more straight back to the kernel (munmap, or a trim of
-# the heap's top), so the buffers of each batch (fastokens' ~20 MB while it encodes a row group, the
-# framed ids, the parent's receive arrays) came back as fresh zeroed pages every time: ~1,300 page
-# faults per million tokens, 29% of fastokens' CPU (measured per thread: 0.84 -> 0.59 s on 43M
-# tokens). Freed blocks up to KEEP_FREED are kept for the next batch instead; a process holds no
-# more than its peak working set, as before. 32 MiB is the largest threshold glibc accepts on 64-bit.
+# glibc's defaults give large freed blocks back to the kernel: munmap above its mmap threshold (128 KiB,
+# raised only as large blocks are freed) and a trim of the heap's top above twice that. With them, the
+# buffers fastokens allocates while it encodes a row group (~20 MB) came back as fresh zeroed pages in
+# every batch: ~1,300 page faults per million tokens, 29% of fastokens' CPU (measured per thread:
+# 0.84 -> 0.59 s on 43M tokens; tests/test_pool_transfer.py counts the faults). Fixed thresholds keep
+# freed blocks up to KEEP_FREED for the next batch; a process still holds no more than its peak working
+# set. 32 MiB is the largest mmap threshold glibc accepts on 64-bit (on 32-bit the call is refused).
 KEEP_FREED = 32 << 20
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)
 
@@ -371,9 +372,12 @@ def worker_main(conn, parent_pid, warm=(), preload=None):
 
     def send(msg, data=None):
         with sending:
-            conn.send(msg)
-            if data is not None:
-                send_raw(conn, data)
+            try:
+                conn.send(msg)
+                if data is not None:
+                    send_raw(conn, data)
+            except OSError:  # the parent is gone (a cut-short stop: its end closes before the kernel kills us)
+                os._exit(0)  # nobody will read our results; no traceback on the terminal it shares
 
     def read_here(seq, batch):
         try:
