@@ -120,10 +120,13 @@ def main():
     p.add_argument("--include-read", action="store_true",
                    help="time the parquet read (pyarrow, text column -> str) too, not only tokenizing")
     args = p.parse_args()
+    sys.path.insert(0, ROOT)
+    from tokshards.pool import keep_freed_memory
+
+    keep_freed_memory()  # as the tool's workers do: the ceiling must not pay page faults they do not
     enc = tiktoken.get_encoding("gpt2")
     fast = None
     if args.backend == "fast":
-        sys.path.insert(0, ROOT)
         from tokshards import fastgpt2
 
         fast = fastgpt2.load("gpt2", enc)

@@ -144,7 +144,7 @@ def main():
              f"median of {repeat}. Fixed start-up (the same run stopped after its first 1,000 tokens): local "
              f"{fixed_wall['local']:.1f} s wall, main process {fixed['local']:.2f} CPU s, workers "
              f"{fixed_workers['local']:.2f} CPU s; hub {fixed_wall['hub']:.1f} s wall, {fixed['hub']:.2f} and "
-             f"{fixed_workers['hub']:.2f} CPU s (it imports datasets and resolves the config). The costs per token "
+             f"{fixed_workers['hub']:.2f} CPU s (it resolves the revision and lists the config's files). The costs per token "
              "are net of it; the steady rate is tokens / (wall - start-up wall): what a long run keeps up.", "",
              "| path | wall s | Mtok/s | of the ceiling | steady Mtok/s | main CPU s | workers CPU s "
              "| main CPU s per 1B tok: main thread + writing + hashing threads | the bound it sets | "
