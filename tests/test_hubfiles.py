@@ -147,7 +147,7 @@ def test_datasets_offline_is_still_refused(tmp_path):
 
 
 def test_a_fineweb_run_imports_neither_datasets_nor_pandas(tmp_path):
-    """datasets (and pandas with it) cost the main process ~0.8 CPU s and ~80 MB before the first token;
+    """datasets (and pandas with it) cost the main process ~0.7 CPU s and ~60 MB before the first token;
     a worker once imported pandas through pyarrow's pa.scalar (token_count's nulls). An --input run's
     main process does not even import huggingface_hub."""
     site = tmp_path / "site"

@@ -87,7 +87,7 @@ NO_CONTACT_HINT = ("check the network connection, HF_ENDPOINT (now {endpoint}), 
 
 
 def _datasets():
-    """datasets, imported here, not at the top (~0.8 CPU s, and pandas with it: only the cards hubfiles.py
+    """datasets, imported here, not at the top (~0.7 CPU s and ~60 MB, with pandas: only the cards hubfiles.py
     does not take and formats other than parquet need it), with its retries set so that failures reach
     our logged, budgeted retry quickly instead of datasets' silent 20 x 60 s."""
     import datasets

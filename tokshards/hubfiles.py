@@ -1,8 +1,8 @@
 """The train split's parquet files of a Hub dataset config, listed without importing `datasets`.
 
 `datasets.load_dataset_builder` is the reference: it is what HubSource used for every dataset, and
-still uses for any card this module does not take. Importing it (and pandas with it) is ~0.8 CPU s and
-~80 MB in the main process before the first token. For the cards FineWeb and most parquet datasets
+still uses for any card this module does not take. Importing it (and pandas with it) is ~0.7 CPU s and
+~60 MB in the main process before the first token. For the cards FineWeb and most parquet datasets
 have, its resolution is a plain lookup, done here step for step (datasets 5.x, load.py and
 data_files.py):
 
