@@ -22,10 +22,16 @@ import sys
 import time
 
 import numpy as np
-import pyarrow.parquet as pq
-import tiktoken
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from tokshards.pool import keep_freed_memory  # noqa: E402
+
+# As the tool's processes do, and before pyarrow is loaded (it picks its allocator then): the ceiling
+# must not pay page faults they do not (glibc giving freed blocks back, pyarrow's mimalloc its pages).
+keep_freed_memory()
+import pyarrow.parquet as pq  # noqa: E402
+import tiktoken  # noqa: E402
 
 
 def load_texts(files, part, nparts, column="text"):
@@ -120,10 +126,6 @@ def main():
     p.add_argument("--include-read", action="store_true",
                    help="time the parquet read (pyarrow, text column -> str) too, not only tokenizing")
     args = p.parse_args()
-    sys.path.insert(0, ROOT)
-    from tokshards.pool import keep_freed_memory
-
-    keep_freed_memory()  # as the tool's workers do: the ceiling must not pay page faults they do not
     enc = tiktoken.get_encoding("gpt2")
     fast = None
     if args.backend == "fast":

@@ -1,7 +1,10 @@
 """pool.send_raw / receive_into: a result's tokens after their message on the worker's connection,
 received straight into their array: every byte, in order, whatever the socket's chunking; EOFError
-if the worker's end closes part way (the parent then says the worker died)."""
+if the worker's end closes part way (the parent then says the worker died). And how the processes are
+set up for speed, each measured: glibc's malloc keeps freed memory, pyarrow allocates from it, numpy's
+BLAS threads are off."""
 import multiprocessing as mp
+import os
 import platform
 import subprocess
 import sys
@@ -76,3 +79,84 @@ def test_a_workers_batch_buffers_are_reused_not_faulted_in_again():
 
     assert faults(False) > 5 * 1000  # glibc's defaults: thousands of pages faulted in again per batch
     assert faults(True) < 500
+
+
+ARROW_POOL = """
+import multiprocessing as mp, sys
+sys.path.insert(0, {root!r})
+import pyarrow as pa
+from tokshards.pool import keep_freed_memory
+
+
+def child(q):
+    import pyarrow as pa
+    q.put(pa.default_memory_pool().backend_name)
+
+
+if __name__ == "__main__":
+    keep_freed_memory()  # as WorkerPool does before it starts the workers, and each worker first thing
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=child, args=(q,))
+    p.start()
+    print(pa.default_memory_pool().backend_name, q.get())
+    p.join()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="keep_freed_memory tunes glibc's malloc only")
+@pytest.mark.parametrize("user, expected", [(None, "system system"), ("mimalloc", "mimalloc mimalloc")])
+def test_pyarrow_allocates_from_the_kept_malloc_here_and_in_the_workers(tmp_path, user, expected):
+    """pyarrow's own mimalloc handed each row group's buffers back to the kernel (fresh huge pages, zeroed
+    again: 3-5% of a run's CPU): the process that has pyarrow loaded, and the workers it starts, allocate
+    from glibc's malloc instead; ARROW_DEFAULT_MEMORY_POOL set by the user stands."""
+    script = tmp_path / "pools.py"
+    script.write_text(ARROW_POOL.format(root=str(Path(__file__).resolve().parent.parent)))
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if user:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = user
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == expected.split()
+
+
+BLAS_AT_IMPORT = """
+import builtins, os, sys
+sys.path.insert(0, {root!r})
+seen = []
+real_import = builtins.__import__
+
+
+def spy(name, *args, **kwargs):
+    if name == "numpy" and not seen and "numpy" not in sys.modules:
+        seen.append(os.environ.get("OPENBLAS_NUM_THREADS"))
+    return real_import(name, *args, **kwargs)
+
+
+builtins.__import__ = spy
+sys.argv = ["fineweb.py", "--input", {text!r}, "--local-dir", {out!r}, "--nprocs", "0", "--quiet"]
+from tokshards import command
+try:
+    command.main()
+finally:
+    print(seen)
+"""
+
+
+@pytest.mark.parametrize("user, expected", [(None, "1"), ("3", "3")])
+def test_numpys_blas_threads_are_off_before_numpy_loads(tmp_path, user, expected):
+    """numpy's OpenBLAS starts a spinning thread per core as numpy loads (~0.2 CPU s of a 2-core run's
+    start-up, in every process): the command sets OPENBLAS_NUM_THREADS=1 before its first import of
+    numpy (the workers inherit it); a value of the user's stands."""
+    text = tmp_path / "in.txt"
+    text.write_text("one document\n")
+    script = tmp_path / "blas.py"
+    script.write_text(BLAS_AT_IMPORT.format(root=str(Path(__file__).resolve().parent.parent), text=str(text),
+                                            out=str(tmp_path / "out")))
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if user:
+        env["OPENBLAS_NUM_THREADS"] = user
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == repr([expected])
