@@ -6,6 +6,7 @@ what that implies for 8, 32 and 96 cores.
     python bench/parent_cost.py                # 40 parquet files of ~24 MB (~350M tokens), 2 workers, 3 repeats
     python bench/parent_cost.py --quick        # 16 files of ~4 MB, 1 repeat
     python bench/parent_cost.py --files 80 --file-mb 24 --nprocs 2 --repeat 3
+    python bench/parent_cost.py --tiktoken     # also the tiktoken backend against its own ceiling
 
 Rows, interleaved in each repeat (medians shown):
 - ceiling: two processes that each read half of the same parquet files into str and tokenize them
@@ -14,7 +15,9 @@ Rows, interleaved in each repeat (medians shown):
 - local, page cache: the same with FINEWEB_DIRECT_IO=0 (shards written through the page cache, as
   before shardfile.py: what direct I/O saves the main process);
 - hub: `fineweb.py --remote 10BT` against tests/hubserver.py serving the same files on 127.0.0.1,
-  uncapped (the server runs on the same cores: its CPU is shown apart).
+  uncapped (the server runs on the same cores: its CPU is shown apart);
+- with --tiktoken: the same ceiling with tiktoken (each process reads its half and encodes every
+  document with tiktoken), and `fineweb.py --input FILES --tokenizer-backend tiktoken`.
 CPU seconds are the tool's own report on its last line: its main process (user + system; of it,
 the threads that write and hash the shards) and the tokenizer processes it ran. The main
 process's cost per token is measured net of its fixed start-up (imports, tokenizer, starting
@@ -78,6 +81,7 @@ def main():
     ap.add_argument("--file-mb", type=float, help="MB of parquet per file (default 24)")
     ap.add_argument("--nprocs", type=int, default=2, help="tokenizer processes (default 2)")
     ap.add_argument("--repeat", type=int, help="repeats (default 3)")
+    ap.add_argument("--tiktoken", action="store_true", help="also the tiktoken backend against its own ceiling")
     a = ap.parse_args()
     nfiles, file_mb = a.files or (16 if a.quick else 40), a.file_mb or (4 if a.quick else 24)
     repeat = a.repeat or (1 if a.quick else 3)
@@ -96,7 +100,8 @@ def main():
     hub = start_hub({"HuggingFaceFW/fineweb-edu": str(repo)}, work)
     server = psutil.Process(hub.proc.pid)
     env_local = bench.child_env()
-    rows = {k: [] for k in ("ceiling", "local", "local, page cache", "hub", "fixed local", "fixed hub")}
+    rows = {k: [] for k in ("ceiling", "local", "local, page cache", "hub", "fixed local", "fixed hub",
+                            "ceiling tiktoken", "tiktoken", "fixed tiktoken")}
     digests = set()
     try:
         for r in range(repeat):
@@ -126,6 +131,18 @@ def main():
             wall = got[0]
             digests.add(shards_digest(work / "hub"))
             shutil.rmtree(env["HF_HOME"], ignore_errors=True)
+            if a.tiktoken:
+                bench.wait_for_quiet(30)
+                res = bench.row_ceiling({"parquet_paths": [str(f) for f in files]}, a.nprocs, "tiktoken",
+                                        str(logdir), f"ceiling-tiktoken{r}", include_read=True)
+                rows["ceiling tiktoken"].append((res["wall"], res["tokens"]))
+                tk = ["--input", *map(str, files), "--tokenizer-backend", "tiktoken"]
+                rows["fixed tiktoken"].append(run_tool([*tk, "--max-tokens", "1000"], env_local, work / "fixed",
+                                                       a.nprocs, logdir, f"fixed-tiktoken{r}"))
+                bench.wait_for_quiet(30)
+                rows["tiktoken"].append(run_tool([*tk, "--prefix", "edufineweb"], env_local, work / "tiktoken",
+                                                 a.nprocs, logdir, f"tiktoken{r}"))
+                digests.add(shards_digest(work / "tiktoken"))
             print(f"repeat {r + 1}/{repeat}: local {rows['local'][-1][0]:.1f} s, hub {wall:.1f} s, "
                   f"ceiling {rows['ceiling'][-1][0]:.1f} s", flush=True)
     finally:
@@ -170,6 +187,16 @@ def main():
                      f"{work_per:.0f} | {mem} | {server_cpu} |")
     lines.append(f"| ceiling (2 processes read + tokenize, no IPC, no writing) | {med(x[0] for x in rows['ceiling']):.1f} "
                  f"| {ceiling_rate / 1e6:.1f} | 1.00 | | | | | | | | |")
+    if a.tiktoken:
+        tk_ceiling = med(t / w for w, t in rows["ceiling tiktoken"])
+        tk_wall, tk_fixed = med(x[0] for x in rows["tiktoken"]), med(x[0] for x in rows["fixed tiktoken"])
+        tk_steady = tokens / max(tk_wall - tk_fixed, 1e-9)
+        lines += ["", f"The tiktoken backend (`--tokenizer-backend tiktoken`, local; start-up {tk_fixed:.1f} s wall):", "",
+                  "| row | wall s | Mtok/s | of the tiktoken ceiling | steady Mtok/s |", "|---|---|---|---|---|",
+                  f"| local, tiktoken backend | {tk_wall:.1f} | {tokens / tk_wall / 1e6:.1f} | "
+                  f"{tokens / tk_wall / tk_ceiling:.2f} | {tk_steady / 1e6:.1f} ({tk_steady / tk_ceiling:.2f}) |",
+                  f"| ceiling, tiktoken (2 processes read + tokenize, no IPC, no writing) | "
+                  f"{med(x[0] for x in rows['ceiling tiktoken']):.1f} | {tk_ceiling / 1e6:.1f} | 1.00 | |"]
     lines += ["", "shards: " + ("identical in every run and on both paths" if len(digests) == 1
                                else "**DIFFERENT between runs or paths**"), ""]
     # projection: one core for the main process, the rest tokenize at the measured per-worker rate

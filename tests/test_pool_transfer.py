@@ -1,8 +1,8 @@
 """pool.send_raw / receive_into: a result's tokens after their message on the worker's connection,
 received straight into their array: every byte, in order, whatever the socket's chunking; EOFError
 if the worker's end closes part way (the parent then says the worker died). And how the processes are
-set up for speed, each measured: glibc's malloc keeps freed memory, pyarrow allocates from it, numpy's
-BLAS threads are off."""
+set up for speed and memory, each measured: glibc's malloc keeps freed memory in one arena, pyarrow
+allocates from it, numpy's BLAS threads are off."""
 import multiprocessing as mp
 import os
 import platform
@@ -79,6 +79,59 @@ def test_a_workers_batch_buffers_are_reused_not_faulted_in_again():
 
     assert faults(False) > 5 * 1000  # glibc's defaults: thousands of pages faulted in again per batch
     assert faults(True) < 500
+
+
+ARENAS = """
+import ctypes, os, sys, threading
+sys.path.insert(0, {root!r})
+from tokshards.pool import M_ARENA_MAX, keep_freed_memory
+keep_freed_memory()
+if {per_thread}:  # the control: glibc's default, an arena per thread
+    ctypes.CDLL(None).mallopt(M_ARENA_MAX, 64)
+
+
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+turns = [threading.Event() for _ in range(6)]
+
+
+def work(k):  # as a worker's threads: alive together, each allocating and freeing a row group's worth
+    bytearray(4096)  # the thread takes its arena with its first allocation
+    turns[k].wait()
+    blocks = [bytearray(1 << 20) for _ in range(24)]  # 24 MiB in blocks under the mmap threshold
+    del blocks
+    turns[k + 1].set()
+    turns[5].wait()
+
+
+before = rss()
+threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+for t in threads:
+    t.start()
+turns[0].set()
+turns[4].wait()
+print((rss() - before) >> 20)
+turns[5].set()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="keep_freed_memory tunes glibc's malloc only")
+def test_threads_reuse_the_memory_each_other_freed():
+    """Kept freed memory is shared by all of a process's threads (one arena): four threads that each
+    allocate and free 24 MiB in turn leave ~24 MiB, where an arena per thread (the control) keeps ~96."""
+    root = str(Path(__file__).resolve().parent.parent)
+
+    def growth_mib(per_thread):
+        out = subprocess.run([sys.executable, "-c", ARENAS.format(root=root, per_thread=per_thread)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout)
+
+    assert growth_mib(True) > 80
+    assert growth_mib(False) < 40
 
 
 ARROW_POOL = """
