@@ -377,3 +377,65 @@ def test_a_file_that_never_reads_is_named_as_damaged_after_three_tries(hub, tmp_
     assert r.returncode == 1 and lines[-1].startswith("fineweb.py: error: streaming 002_00000.parquet failed 3 times")
     assert "data that cannot be read" in lines[-1] and "damaged" in lines[-1], lines[-1]
     assert sum(x.startswith("network: ") for x in lines) == 2, r.stderr
+
+
+def repo_with_file_changed(tmp_path, name, change):
+    """A copy of the FineWeb-Edu repo whose data file `name` is rewritten as change(table) makes it."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    repo = tmp_path / "repo"
+    shutil.copytree(FINEWEB_EDU, repo)
+    path = repo / "sample" / "10BT" / name
+    pq.write_table(change(pq.read_table(path)), path)
+    return repo
+
+
+def test_a_later_file_without_token_count_is_read_and_its_shards_record_no_sum(tmp_path):
+    """The columns are checked on the first file; a later file without token_count (the cross-check
+    column) is read without it, and a shard holding any of its documents records no sum rather than a
+    part of one. The bytes are those of --input on the same files."""
+    repo = repo_with_file_changed(tmp_path, "001_00000.parquet", lambda t: t.drop_columns(["token_count"]))
+    with start_hub({"HuggingFaceFW/fineweb-edu": str(repo)}, tmp_path) as hub:
+        r = remote(hub, tmp_path, "--remote", "10BT")
+    assert r.returncode == 0, r.stderr
+    local = tmp_path / "local"
+    files = sorted((repo / "sample" / "10BT").glob("*.parquet"))
+    assert run_cli("--input", *files, "--shard-size", SHARD, "--prefix", "edufineweb", "--local-dir", local,
+                   "--quiet", "--nprocs", "1").returncode == 0
+    assert files_of(tmp_path / "edu_fineweb10B") == files_of(local)
+    whole = tmp_path / "whole"  # the unchanged files: every shard's true sum
+    assert run_cli("--input", *PARQUETS, "--shard-size", SHARD, "--local-dir", whole, "--quiet",
+                   "--nprocs", "1").returncode == 0
+    got = [s["token_count_sum"] for s in json.loads((tmp_path / "edu_fineweb10B" / "manifest.json").read_text())["shards"]]
+    true = [s["token_count_sum"] for s in json.loads((whole / "manifest.json").read_text())["shards"]]
+    assert len(got) == len(true) and all(g is None or g == t for g, t in zip(got, true)), (got, true)
+    assert None in got and any(g is not None for g in got), got
+
+
+def test_a_later_file_without_the_text_column_is_one_line(tmp_path):
+    repo = repo_with_file_changed(tmp_path, "002_00000.parquet", lambda t: t.rename_columns(
+        ["body" if c == "text" else c for c in t.column_names]))
+    with start_hub({"HuggingFaceFW/fineweb-edu": str(repo)}, tmp_path) as hub:
+        r = remote(hub, tmp_path, "--remote", "10BT")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and lines[-1].startswith("fineweb.py: error: "), r.stderr
+    assert "002_00000.parquet" in lines[-1] and "no column 'text'" in lines[-1], lines[-1]
+    assert "Traceback" not in r.stderr
+
+
+def test_ranks_over_a_later_file_without_token_count_assemble_the_same_shards(tmp_path):
+    """--rank/--world-size write a part per file: the file without token_count gives a part without
+    counts, and the assembled shards are byte-identical to one machine's, with no sums recorded."""
+    repo = repo_with_file_changed(tmp_path, "001_00000.parquet", lambda t: t.drop_columns(["token_count"]))
+    with start_hub({"HuggingFaceFW/fineweb-edu": str(repo)}, tmp_path) as hub:
+        one = remote(hub, tmp_path, "--remote", "10BT", "--local-dir", tmp_path / "one")
+        ranks = [remote(hub, tmp_path, "--remote", "10BT", "--local-dir", tmp_path / "ranks", "--rank", r,
+                        "--world-size", 2) for r in (0, 1)]
+    assert one.returncode == 0 and all(r.returncode == 0 for r in ranks), one.stderr + "".join(r.stderr for r in ranks)
+    r = run_cli("assemble", tmp_path / "ranks")
+    assert r.returncode == 0, r.stderr
+    assert files_of(tmp_path / "ranks") == files_of(tmp_path / "one")
+    m = json.loads((tmp_path / "ranks" / "manifest.json").read_text())
+    assert all(s["token_count_sum"] is None for s in m["shards"])

@@ -479,6 +479,7 @@ class HubSource:
             size = f.size if hasattr(f, "size") else os.fstat(f.fileno()).st_size
             raw, md = read_footer(f, size)
             pf = pq.ParquetFile(f, metadata=md)
+            columns = self._file_columns(i, pf.schema_arrow)
             footer = self.spool.put(i, raw) if self.spool else None
             row = 0
             for rg in range(pf.num_row_groups):
@@ -489,13 +490,26 @@ class HubSource:
                     continue
                 skip = max(0, start_row - row)
                 if meta.total_byte_size <= TASK_BYTES:
-                    task = HubRowGroup(self.files[i], size, footer, rg, skip, tuple(self.columns), self.dataset,
+                    task = HubRowGroup(self.files[i], size, footer, rg, skip, tuple(columns), self.dataset,
                                        self.config, self.sha, self.retries, self.retry_seconds)
                     yield Batch(None, Position(i, row + skip), task=task), Position(i, row + n)
                 else:
-                    for b in row_group_batches(pf, i, rg, row, row + skip, self.columns):
+                    for b in row_group_batches(pf, i, rg, row, row + skip, columns):
                         yield b, Position(i, b.start.offset + len(b.texts))
                 row += n
+
+    def _file_columns(self, i, schema):
+        """The columns to read from data file i: the first file's, checked against this one's schema (a
+        dataset's files can differ); without token_count where this file has none, so that its documents
+        go uncounted (the writer then records no sum for their shards, not a part of one)."""
+        names = schema.names
+        if self.text_column not in names:
+            raise UserError(f"{self.files[i]}: no column {self.text_column!r} (columns: {', '.join(names)}), "
+                            f"unlike the first file of {self.dataset} ({self.config}): the files differ; "
+                            "pick a column every file has with --text-column")
+        check_text_type(self.files[i], self.text_column, schema.field(self.text_column).type)
+        counted = "token_count" in names and pa.types.is_integer(schema.field("token_count").type)
+        return self.columns if counted else [self.text_column]
 
     def _datasets_batches(self, i, pos):
         """(batch, position after it) from position pos: Position(file, state=the dataset's state_dict)."""
@@ -503,7 +517,8 @@ class HubSource:
         ds = self._open(i, state)
         for b in ds.iter(batch_size=BATCH_DOCS):
             texts = [t or "" for t in b[self.text_column]]
-            counts = [c or 0 for c in b.get("token_count")] if self.has_token_count else None
+            counts = b.get("token_count") if self.has_token_count else None  # (absent from this file: None)
+            counts = None if counts is None else [c or 0 for c in counts]
             # state_dict() is live: copy it, it is where the next batch starts
             after = Position(i, None, False, copy.deepcopy(ds.state_dict()))
             yield Batch(texts, Position(i, None, False, state), False, counts), after

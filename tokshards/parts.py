@@ -139,6 +139,8 @@ def tokenize_file(job, i, nprocs=0, log=None):
                 closing(tokenize_in_order(src, job.encoder_args(), nprocs, job.source.fetchers(max(nprocs, 1)),
                                           log or log_stderr)) as stream:
             for enc in stream:
+                if with_counts and enc.counts is None:  # a file without the column (a Hub dataset's later
+                    with_counts = False                 # file, hub.HubSource._file_columns): no counts kept
                 batches.append(PartBatch(n, docs, enc.start, enc.backend))
                 # in the dtype of the run's shards (a format may choose its own: megatron's int32)
                 data = memoryview(np.ascontiguousarray(enc.tokens, dtype=job.dtype)).cast("B")

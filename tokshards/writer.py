@@ -73,6 +73,7 @@ class ShardWriter:
 
     def _new_shard(self):
         self.n, self.docs, self.count_sum, self.backends = 0, 0, None, set()
+        self.uncounted = False  # a document begun here came without the source's count: no sum for the shard
         self.doc_starts = []  # whole_docs: where each document begins in the shard (arrays of offsets)
 
     def add(self, enc, lo, hi):
@@ -103,6 +104,8 @@ class ShardWriter:
         self._last_k = k
         if counts is not None:  # the source's count of each document begun in this piece
             self.count_sum = (self.count_sum or 0) + int(sum(counts[d : d + k]))
+        elif k:
+            self.uncounted = True
         if starts is not None:
             inside = starts[(starts >= piece.lo) & (starts < piece.hi)]
             self.doc_starts.append(inside - piece.lo + self.n)
@@ -137,7 +140,8 @@ class ShardWriter:
                     remove_file(idx_tmp)
                     raise
             index_file = (len(data), hashlib.sha256(data).hexdigest())
-        entry = make_entry(self.prefix, self.fmt, index, self.n, self.docs, nbytes, sha, self.count_sum,
+        entry = make_entry(self.prefix, self.fmt, index, self.n, self.docs, nbytes, sha,
+                           None if self.uncounted else self.count_sum,
                            self.backends, end, index_file)
         with signals_held(), self._writing():  # in place and recorded, or neither: Ctrl-C waits for both
             self._f = None
