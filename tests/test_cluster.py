@@ -495,3 +495,19 @@ def test_a_rank_checks_the_room_for_its_part_before_tokenizing(tmp_path):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "000000.json" in os.listdir(out / "parts")
+
+
+@needs_data
+def test_a_later_hub_file_without_the_text_field_is_one_line(tmp_path, jsonl_hub):
+    """datasets' streaming path (not parquet): a later file without the text field stops the run with one
+    line naming it, not a KeyError."""
+    repo = tmp_path / "repo"
+    shutil.copytree(jsonl_hub, repo)
+    f = repo / "data" / "part" / "002.jsonl"
+    f.write_text("".join(json.dumps({"body": json.loads(line)["text"]}) + "\n"
+                         for line in f.read_text(encoding="utf-8").splitlines()), encoding="utf-8")
+    r = run_cli("--dataset", repo, "--remote", "default", "--local-dir", tmp_path / "o", "--nprocs", "1")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and lines[-1].startswith("fineweb.py: error: "), r.stderr[-3000:]
+    assert "002.jsonl" in lines[-1] and "'text'" in lines[-1], lines[-1]
+    assert "Traceback" not in r.stderr

@@ -890,6 +890,8 @@ def test_odd_inputs_are_one_line(tmp_path):
     pq.write_table(pa.table({"text": ["a b", "c"], "token_count": pa.array([2, None], pa.int64())}), counts)
     r = run_cli("--input", counts, "--local-dir", tmp_path / "o3", "--nprocs", "0")
     assert r.returncode == 0, r.stderr
+    # a missing count leaves the shard without a sum, not with part of one
+    assert [s["token_count_sum"] for s in json.loads((tmp_path / "o3" / "manifest.json").read_text())["shards"]] == [None]
 
 
 def test_an_input_deleted_during_the_run_is_one_line_and_resumable(tmp_path, big_text):

@@ -136,10 +136,12 @@ def shard_specs(out_dir, settings, parts):
                         starts.setdefault(piece.shard, []).append(inside - piece.lo + at)
                         filled[piece.shard] = at + piece.hi - piece.lo
                 ends[piece.shard] = piece.end
-    # the source's per-document counts line up with markers only when a marker opens each document
-    with_counts = all(p.has_counts for p in parts) and bool(boundary.before)
+    # the source's per-document counts line up with markers only when a marker opens each document; a
+    # shard with any range of a part without counts records no sum (as writer.py), never part of one
+    counted = {p.index: p.has_counts and bool(boundary.before) for p in parts}
     specs = []
     for k in sorted(pieces):
+        with_counts = all(counted[r.part] for r in pieces[k])
         tokens = sum(r.b - r.a for r in pieces[k])
         lengths = None
         if whole:  # a shard begins with a document, whether or not a marker stands at its first token

@@ -505,8 +505,7 @@ class HubSource:
         names = schema.names
         if self.text_column not in names:
             raise UserError(f"{self.files[i]}: no column {self.text_column!r} (columns: {', '.join(names)}), "
-                            f"unlike the first file of {self.dataset} ({self.config}): the files differ; "
-                            "pick a column every file has with --text-column")
+                            f"unlike the first file of {self.dataset} ({self.config}): the files differ")
         check_text_type(self.files[i], self.text_column, schema.field(self.text_column).type)
         counted = "token_count" in names and pa.types.is_integer(schema.field("token_count").type)
         return self.columns if counted else [self.text_column]
@@ -516,9 +515,12 @@ class HubSource:
         state = pos.state if pos else None
         ds = self._open(i, state)
         for b in ds.iter(batch_size=BATCH_DOCS):
+            if self.text_column not in b:  # a later file unlike the first
+                raise UserError(f"{self.files[i]}: no column {self.text_column!r} (columns: {', '.join(b)}), "
+                                f"unlike the first file of {self.dataset} ({self.config}): the files differ")
             texts = [t or "" for t in b[self.text_column]]
             counts = b.get("token_count") if self.has_token_count else None  # (absent from this file: None)
-            counts = None if counts is None else [c or 0 for c in counts]
+            counts = None if counts is None or None in counts else counts  # a missing count: uncounted
             # state_dict() is live: copy it, it is where the next batch starts
             after = Position(i, None, False, copy.deepcopy(ds.state_dict()))
             yield Batch(texts, Position(i, None, False, state), False, counts), after

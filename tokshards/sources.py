@@ -94,9 +94,9 @@ def check_text_type(path, column, typ):
 
 
 def token_counts(column):
-    """The source's token_count column as a list of ints (a null counts 0: it is a cross-check only).
-    Not column.fill_null(0): its pa.scalar imports pandas, ~0.2 CPU s in every worker."""
-    return [c or 0 for c in column.to_pylist()]
+    """The source's token_count column as a list of ints, or None when a count is missing (a null): the
+    batch then goes uncounted, and its shard records no sum rather than part of one (writer.py)."""
+    return None if column.null_count else column.to_pylist()
 
 
 def corrupt(path, where, e):
