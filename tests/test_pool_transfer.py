@@ -85,7 +85,7 @@ ARENAS = """
 import ctypes, os, sys, threading
 sys.path.insert(0, {root!r})
 from tokshards.pool import M_ARENA_MAX, keep_freed_memory
-keep_freed_memory()
+keep_freed_memory(one_arena=True)  # as a worker does
 if {per_thread}:  # the control: glibc's default, an arena per thread
     ctypes.CDLL(None).mallopt(M_ARENA_MAX, 64)
 
@@ -120,7 +120,7 @@ turns[5].set()
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
                     reason="keep_freed_memory tunes glibc's malloc only")
 def test_threads_reuse_the_memory_each_other_freed():
-    """Kept freed memory is shared by all of a process's threads (one arena): four threads that each
+    """A worker's kept freed memory is shared by all its threads (one arena): four threads that each
     allocate and free 24 MiB in turn leave ~24 MiB, where an arena per thread (the control) keeps ~96."""
     root = str(Path(__file__).resolve().parent.parent)
 

@@ -296,15 +296,17 @@ class WorkerPool:
 # 0.84 -> 0.59 s on 43M tokens; tests/test_pool_transfer.py counts the faults). Fixed thresholds keep
 # freed blocks up to KEEP_FREED for the next batch; a process still holds no more than its peak working
 # set. 32 MiB is the largest mmap threshold glibc accepts on 64-bit (on 32-bit the call is refused).
-# One arena for all threads: else each thread (a fetcher reading a row group, the thread encoding it)
-# keeps what it freed for itself, and a Hub worker peaked at ~400 MiB instead of ~330.
+# A worker has one arena for all its threads: else each (a fetcher reading a row group, the thread
+# encoding it) keeps what it freed for itself, and a Hub worker peaked at ~400 MiB instead of ~330. Not
+# in a process that encodes in-process (--nprocs 0): there fastokens may run a thread per core, which
+# one arena's lock would serialize.
 KEEP_FREED = 32 << 20
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt(3)
 
 
-def keep_freed_memory():
-    """Tell glibc's malloc to keep freed blocks up to KEEP_FREED for reuse, and pyarrow to allocate from
-    it (elsewhere: nothing)."""
+def keep_freed_memory(one_arena=False):
+    """Tell glibc's malloc to keep freed blocks up to KEEP_FREED for reuse (in one arena for all the
+    process's threads: one_arena, a worker), and pyarrow to allocate from it (elsewhere: nothing)."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -313,7 +315,8 @@ def keep_freed_memory():
         return
     if mallopt(M_MMAP_THRESHOLD, KEEP_FREED):  # only if accepted: a trim threshold alone changes little
         mallopt(M_TRIM_THRESHOLD, 2 * KEEP_FREED)
-        mallopt(M_ARENA_MAX, 1)
+        if one_arena:
+            mallopt(M_ARENA_MAX, 1)
         arrow_uses_malloc()
 
 
@@ -363,7 +366,7 @@ def _read_pipe(conn, setup, inbox, order):
 
 def worker_main(conn, parent_pid, warm=(), preload=None):
     _die_with_parent(parent_pid)
-    keep_freed_memory()
+    keep_freed_memory(one_arena=True)
     for s in STOP_SIGNALS:  # the parent handles both and then kills us; a pending one is dropped
         signal.signal(s, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
