@@ -16,6 +16,10 @@ import pytest
 
 from tokshards.pool import receive_into, send_raw
 
+ROOT = str(Path(__file__).resolve().parent.parent)  # for the scripts run in subprocesses
+GLIBC = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                           reason="keep_freed_memory tunes glibc's malloc only")
+
 
 @pytest.mark.parametrize("n", [0, 1, 3, 65_537, 3_000_001])
 def test_every_byte_arrives_in_order_after_its_message(n):
@@ -65,15 +69,13 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                    reason="keep_freed_memory tunes glibc's malloc only")
+@GLIBC
 def test_a_workers_batch_buffers_are_reused_not_faulted_in_again():
     """fastokens allocates ~20 MB while it encodes a row group and frees it: with glibc's defaults each
     batch gets it back as fresh zeroed pages (measured: 29% of its CPU); kept, the pages are reused."""
-    root = str(Path(__file__).resolve().parent.parent)
 
     def faults(keep):
-        out = subprocess.run([sys.executable, "-c", FAULTS.format(root=root, keep=keep)], capture_output=True,
+        out = subprocess.run([sys.executable, "-c", FAULTS.format(root=ROOT, keep=keep)], capture_output=True,
                              text=True, check=True)
         return int(out.stdout)
 
@@ -117,15 +119,13 @@ turns[5].set()
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                    reason="keep_freed_memory tunes glibc's malloc only")
+@GLIBC
 def test_threads_reuse_the_memory_each_other_freed():
     """A worker's kept freed memory is shared by all its threads (one arena): four threads that each
     allocate and free 24 MiB in turn leave ~24 MiB, where an arena per thread (the control) keeps ~96."""
-    root = str(Path(__file__).resolve().parent.parent)
 
     def growth_mib(per_thread):
-        out = subprocess.run([sys.executable, "-c", ARENAS.format(root=root, per_thread=per_thread)],
+        out = subprocess.run([sys.executable, "-c", ARENAS.format(root=ROOT, per_thread=per_thread)],
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         return int(out.stdout)
@@ -157,15 +157,14 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                    reason="keep_freed_memory tunes glibc's malloc only")
+@GLIBC
 @pytest.mark.parametrize("user, expected", [(None, "system system"), ("mimalloc", "mimalloc mimalloc")])
 def test_pyarrow_allocates_from_the_kept_malloc_here_and_in_the_workers(tmp_path, user, expected):
     """pyarrow's own mimalloc handed each row group's buffers back to the kernel (fresh huge pages, zeroed
     again: 3-5% of a run's CPU): the process that has pyarrow loaded, and the workers it starts, allocate
     from glibc's malloc instead; ARROW_DEFAULT_MEMORY_POOL set by the user stands."""
     script = tmp_path / "pools.py"
-    script.write_text(ARROW_POOL.format(root=str(Path(__file__).resolve().parent.parent)))
+    script.write_text(ARROW_POOL.format(root=ROOT))
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     if user:
         env["ARROW_DEFAULT_MEMORY_POOL"] = user
@@ -205,8 +204,7 @@ def test_numpys_blas_threads_are_off_before_numpy_loads(tmp_path, user, expected
     text = tmp_path / "in.txt"
     text.write_text("one document\n")
     script = tmp_path / "blas.py"
-    script.write_text(BLAS_AT_IMPORT.format(root=str(Path(__file__).resolve().parent.parent), text=str(text),
-                                            out=str(tmp_path / "out")))
+    script.write_text(BLAS_AT_IMPORT.format(root=ROOT, text=str(text), out=str(tmp_path / "out")))
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     if user:
         env["OPENBLAS_NUM_THREADS"] = user

@@ -504,20 +504,23 @@ class HubSource:
         go uncounted (the writer then records no sum for their shards, not a part of one)."""
         names = schema.names
         if self.text_column not in names:
-            raise UserError(f"{self.files[i]}: no column {self.text_column!r} (columns: {', '.join(names)}), "
-                            f"unlike the first file of {self.dataset} ({self.config}): the files differ")
+            raise self._unlike_the_first(i, names)
         check_text_type(self.files[i], self.text_column, schema.field(self.text_column).type)
         counted = "token_count" in names and pa.types.is_integer(schema.field("token_count").type)
         return self.columns if counted else [self.text_column]
+
+    def _unlike_the_first(self, i, names):
+        """The one line for a later data file without the text column the first file has."""
+        return UserError(f"{self.files[i]}: no column {self.text_column!r} (columns: {', '.join(names)}), "
+                         f"unlike the first file of {self.dataset} ({self.config}): the files differ")
 
     def _datasets_batches(self, i, pos):
         """(batch, position after it) from position pos: Position(file, state=the dataset's state_dict)."""
         state = pos.state if pos else None
         ds = self._open(i, state)
         for b in ds.iter(batch_size=BATCH_DOCS):
-            if self.text_column not in b:  # a later file unlike the first
-                raise UserError(f"{self.files[i]}: no column {self.text_column!r} (columns: {', '.join(b)}), "
-                                f"unlike the first file of {self.dataset} ({self.config}): the files differ")
+            if self.text_column not in b:
+                raise self._unlike_the_first(i, list(b))
             texts = [t or "" for t in b[self.text_column]]
             counts = b.get("token_count") if self.has_token_count else None  # (absent from this file: None)
             counts = None if counts is None or None in counts else counts  # a missing count: uncounted

@@ -22,9 +22,8 @@ NAME.parquet. tests/test_hubfiles.py compares both on the loopback Hub, case by 
 Not checked (datasets raises, the tool reads the files the card names): malformed metadata that does not
 name files: `features` or `dataset_info` of the wrong type, a damaged legacy dataset_infos.json.
 """
-import re
-
 import os
+import re
 
 from huggingface_hub import DatasetCard, HfApi, HfFileSystem, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
