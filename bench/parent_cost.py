@@ -108,7 +108,7 @@ def main():
             bench.wait_for_quiet(30)
             res = bench.row_ceiling({"parquet_paths": [str(f) for f in files]}, a.nprocs, "fast", str(logdir),
                                     f"ceiling{r}", include_read=True)
-            rows["ceiling"].append((res["wall"], res["tokens"]))
+            rows["ceiling"].append((res["wall"], res["tokens"], res["cpu_s"]))
             rows["fixed local"].append(run_tool(["--input", *map(str, files), "--max-tokens", "1000"], env_local,
                                                 work / "fixed", a.nprocs, logdir, f"fixed-local{r}"))
             bench.wait_for_quiet(30)
@@ -153,7 +153,8 @@ def main():
     fixed_workers = {name: med(x[3] for x in rows[f"fixed {name}"]) for name in ("local", "hub")}
     fixed_wall = {name: med(x[0] for x in rows[f"fixed {name}"]) for name in ("local", "hub")}
     tokens = rows["local"][0][1]
-    ceiling_rate = med(t / w for w, t in rows["ceiling"])
+    ceiling_rate = med(t / w for w, t, _ in rows["ceiling"])
+    ceiling_wall, ceiling_cpu = med(x[0] for x in rows["ceiling"]), med(x[2] for x in rows["ceiling"])
     lines = ["`" + " ".join(["python bench/parent_cost.py", *sys.argv[1:]]) + "`", "",
              bench.machine_line(), bench.code_line(code_start, bench.code_state()), "",
              f"{nfiles} parquet files, {parquet_bytes / 1e6:.0f} MB ({tokens / 1e6:.1f}M GPT-2 tokens, "
@@ -218,6 +219,20 @@ def main():
             lines.append(f"| {cores} | {name} | {workers_rate / 1e6:.0f}M | {1e9 / main_per / 1e6:.0f}M | "
                          f"{f'{link_rate / 1e6:.0f}M' if name == 'hub' else '-'} | {bounds[limit] / 1e6:.0f}M tok/s | "
                          f"{limit} |")
+    # where the wall time beyond the ceiling's goes: each run's CPU spread over the cores, and what is left
+    lines += ["", f"Where the difference from the ceiling goes ({a.nprocs} cores; CPU of every process of the tool, net of "
+              "its start-up; the ceiling's CPU is its timed part): the tool's wall - the ceiling's = start-up + "
+              "extra CPU / cores + the tool's waits (cores idle after start-up) - the ceiling's own waits "
+              f"(ceiling: {ceiling_cpu:.1f} CPU s in {ceiling_wall:.1f} s).", "",
+              "| path | wall - ceiling s | start-up s | extra CPU s / cores | waits s | the ceiling's waits s |",
+              "|---|---|---|---|---|---|"]
+    for name in ("local", "hub"):
+        rs = rows[name]
+        wall = med(x[0] for x in rs)
+        cpu = med(x[2] + x[3] for x in rs) - fixed[name] - fixed_workers[name]
+        extra, waits = (cpu - ceiling_cpu) / a.nprocs, wall - fixed_wall[name] - cpu / a.nprocs
+        lines.append(f"| {name} | {wall - ceiling_wall:.2f} | {fixed_wall[name]:.2f} | {extra:.2f} | {waits:.2f} | "
+                     f"{ceiling_wall - ceiling_cpu / a.nprocs:.2f} |")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     (OUT / "parent_cost.md").write_text(text)
