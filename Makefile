@@ -50,13 +50,14 @@ test: $(DEV)
 # Throughput side by side with build-nanogpt (table), then 30 MB / 300 MB / 1.5 GB (table + plot):
 # prints markdown tables, writes bench/out/*.md and bench/out/scale.png; then --readers on a capped
 # loopback Hub, and where the CPU goes (main process vs workers, local vs Hub, projected to 8/32/96
-# cores, and the tiktoken backend against its ceiling), then the fast tokenizer.json path against
-# `tokenizers` (Llama 3.2). Takes ~45 minutes.
+# cores, and the tiktoken backend against its ceiling), what a Hub worker's download costs in CPU,
+# then the fast tokenizer.json path against `tokenizers` (Llama 3.2). Takes ~45 minutes.
 bench: $(DEV)
 	$(PYTHON) bench/bench.py
 	$(PYTHON) bench/bench.py --scale
 	$(PYTHON) bench/hub_readers.py
 	$(PYTHON) bench/parent_cost.py --tiktoken
+	$(PYTHON) bench/hub_fetch.py
 	$(PYTHON) bench/fast_json.py
 
 # The real thing (needs the Hugging Face Hub): build-nanogpt's data, resumable.
