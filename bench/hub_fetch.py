@@ -64,10 +64,12 @@ def fetch_hffs(repo, spans):
             read_span(f, size, span)
 
 
-def fetch_http_client(repo, spans):
+def fetch_http_client(repo, spans, endpoint=None):
+    """endpoint: the Hub's address (the loopback server's); by default huggingface_hub's (HF_ENDPOINT)."""
     from huggingface_hub import hf_hub_url
 
-    urls = {name: urlsplit(hf_hub_url(REPO, f"sample/10BT/{name}", repo_type="dataset", revision="main"))
+    urls = {name: urlsplit(hf_hub_url(REPO, f"sample/10BT/{name}", repo_type="dataset", revision="main",
+                                      endpoint=endpoint))
             for name, _, _ in spans}
     host = next(iter(urls.values()))
     conn = http.client.HTTPConnection(host.hostname, host.port)

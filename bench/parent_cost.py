@@ -18,6 +18,11 @@ Rows, interleaved in each repeat (medians shown):
   uncapped (the server runs on the same cores: its CPU is shown apart);
 - with --tiktoken: the same ceiling with tiktoken (each process reads its half and encodes every
   document with tiktoken), and `fineweb.py --input FILES --tokenizer-backend tiktoken`.
+After each Hub run, every row group's byte range is fetched once more in this process, from the local
+files and through the standard library's http.client (bench/hub_fetch.py): the least any HTTP client
+pays. The last table splits the Hub run's wall time beyond the local run's into its parts, and gives
+the least it could be on these cores, where the loopback server and TCP take CPU the local path spends
+tokenizing.
 CPU seconds are the tool's own report on its last line: its main process (user + system; of it,
 the threads that write and hash the shards) and the tokenizer processes it ran. The main
 process's cost per token is measured net of its fixed start-up (imports, tokenizer, starting
@@ -32,6 +37,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -41,6 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 import bench  # noqa: E402  (make_input's sibling: the ceiling row, machine and code lines)
 from hub import hub_env, start_hub  # noqa: E402  (the test suite's loopback Hub)
+from hub_fetch import fetch_http_client, fetch_local, spans_of  # noqa: E402
 from hub_readers import check_card, make_repo  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -63,6 +70,40 @@ def run_tool(args, env, out, nprocs, logdir, tag):
     return (res["wall"], int(m.group(1).replace(",", "")), float(m.group(2)), float(m.group(5)),
             res["peak_rss"], res["peak_main_rss"], res["peak_child_rss"], float(m.group(3) or 0),
             float(m.group(4) or 0))
+
+
+def hub_floor(rows, fixed, fixed_workers, fixed_wall, cores):
+    """Lines: the Hub run's wall beyond the local run's, by part, and the least it could be on these cores.
+    On one machine the loopback server and the bytes' way through TCP cost CPU on the cores that would
+    otherwise tokenize; a client that did nothing else would still pay both."""
+    med = statistics.median
+    wall = {name: med(x[0] for x in rows[name]) for name in ("local", "hub")}
+    main = {name: med(x[2] for x in rows[name]) - fixed[name] for name in ("local", "hub")}
+    workers = {name: med(x[3] for x in rows[name]) - fixed_workers[name] for name in ("local", "hub")}
+    server = med(x[9] for x in rows["hub"]) / cores
+    local_read, least = med(x[0] for x in rows["least client"]), med(x[1] for x in rows["least client"])
+    tcp = (least - local_read) / cores
+    start = fixed_wall["hub"] - fixed_wall["local"]
+    client = (workers["hub"] - workers["local"]) / cores - tcp
+    main_extra = (main["hub"] - main["local"]) / cores
+    diff = wall["hub"] - wall["local"]
+    floor = wall["local"] + server + tcp
+    return ["", f"The Hub run against the local one ({cores} cores; CPU net of each run's start-up, spread over "
+            f"the cores). Fetching every row group's byte range once more in this process: {local_read:.2f} CPU s "
+            f"from the local files, {least:.2f} through the standard library's http.client (bench/hub_fetch.py), "
+            "the least any HTTP client pays.", "",
+            "| part | s |", "|---|---|",
+            f"| the Hub run's wall - the local run's | {diff:.2f} |",
+            f"| start-up (revision, file listing, huggingface_hub's import) | {start:.2f} |",
+            f"| the loopback server's CPU / cores (on the real Hub, another machine's) | {server:.2f} |",
+            f"| the bytes' way through TCP: http.client's CPU beyond local reads / cores | {tcp:.2f} |",
+            f"| the workers' other extra CPU (huggingface_hub's HTTP client beyond http.client's) / cores | {client:.2f} |",
+            f"| the main process's extra CPU / cores | {main_extra:.2f} |",
+            f"| waits (the rest) | {diff - start - server - tcp - client - main_extra:.2f} |", "",
+            f"Even with the local run's start-up and no client cost beyond http.client's, the Hub run would take at least "
+            f"{floor:.1f} s on these cores, {wall['local'] / floor:.2f} of the local path's speed; it took "
+            f"{wall['hub']:.1f} s ({wall['local'] / wall['hub']:.2f}; by repeat "
+            + " / ".join(f"{lo[0] / h[0]:.2f}" for lo, h in zip(rows["local"], rows["hub"])) + ")."]
 
 
 def shards_digest(out):
@@ -101,7 +142,8 @@ def main():
     server = psutil.Process(hub.proc.pid)
     env_local = bench.child_env()
     rows = {k: [] for k in ("ceiling", "local", "local, page cache", "hub", "fixed local", "fixed hub",
-                            "ceiling tiktoken", "tiktoken", "fixed tiktoken")}
+                            "ceiling tiktoken", "tiktoken", "fixed tiktoken", "least client")}
+    spans = spans_of(files)  # every row group's wanted byte range, as a Hub worker asks for it
     digests = set()
     try:
         for r in range(repeat):
@@ -131,6 +173,15 @@ def main():
             wall = got[0]
             digests.add(shards_digest(work / "hub"))
             shutil.rmtree(env["HF_HOME"], ignore_errors=True)
+            # the least any client pays for the same bytes: each span fetched here with the standard
+            # library (bench/hub_fetch.py), against reading it from the local files
+            bench.wait_for_quiet(30)
+            fetch_http_client(repo, spans[:1], endpoint=hub.url)  # the import and first contact are not the cost
+            t = time.process_time()
+            fetch_local(repo, spans)
+            t1 = time.process_time()
+            fetch_http_client(repo, spans, endpoint=hub.url)
+            rows["least client"].append((t1 - t, time.process_time() - t1))
             if a.tiktoken:
                 bench.wait_for_quiet(30)
                 res = bench.row_ceiling({"parquet_paths": [str(f) for f in files]}, a.nprocs, "tiktoken",
@@ -164,7 +215,7 @@ def main():
              f"{fixed_workers['local']:.2f} CPU s; hub {fixed_wall['hub']:.1f} s wall, {fixed['hub']:.2f} and "
              f"{fixed_workers['hub']:.2f} CPU s (it resolves the revision and lists the config's files). The costs per token "
              "are net of it; the steady rate is tokens / (wall - start-up wall): what a long run keeps up.", "",
-             "| path | wall s | Mtok/s | of the ceiling | steady Mtok/s | main CPU s | workers CPU s "
+             "| path | wall s | Mtok/s | of the ceiling (by repeat) | steady Mtok/s | main CPU s | workers CPU s "
              "| main CPU s per 1B tok: main thread + writing + hashing threads | the bound it sets | "
              "workers CPU s per 1B tok | peak RSS: tree / main / a worker | server CPU s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -181,7 +232,8 @@ def main():
         server_cpu = f"{med(x[9] for x in rs):.1f}" if name == "hub" else "-"
         mem = " / ".join(f"{med(x[k] for x in rs) / 2**20:.0f}" for k in (4, 5, 6)) + " MiB"
         steady = tokens / max(wall - fixed_wall[path], 1e-9)
-        lines.append(f"| {name} | {wall:.1f} | {tokens / wall / 1e6:.1f} | {tokens / wall / ceiling_rate:.2f} | "
+        by_repeat = " / ".join(f"{c[0] / x[0]:.2f}" for c, x in zip(rows["ceiling"], rs))  # against its repeat's ceiling
+        lines.append(f"| {name} | {wall:.1f} | {tokens / wall / 1e6:.1f} | {tokens / wall / ceiling_rate:.2f} ({by_repeat}) | "
                      f"{steady / 1e6:.1f} ({steady / ceiling_rate:.2f}) | {main_cpu:.1f} | {workers:.1f} | "
                      f"{thread_per + write_per + hash_per:.1f}: {thread_per:.1f} + {write_per:.1f} + {hash_per:.1f} | "
                      f"{1e9 / main_per / 1e6:.0f}M tok/s | "
@@ -233,6 +285,7 @@ def main():
         extra, waits = (cpu - ceiling_cpu) / a.nprocs, wall - fixed_wall[name] - cpu / a.nprocs
         lines.append(f"| {name} | {wall - ceiling_wall:.2f} | {fixed_wall[name]:.2f} | {extra:.2f} | {waits:.2f} | "
                      f"{ceiling_wall - ceiling_cpu / a.nprocs:.2f} |")
+    lines += hub_floor(rows, fixed, fixed_workers, fixed_wall, a.nprocs)
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     (OUT / "parent_cost.md").write_text(text)
