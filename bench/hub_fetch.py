@@ -7,7 +7,8 @@
 The same row groups' wanted columns (text, token_count: one byte range each, as a worker asks for them,
 tokshards.hub.row_group_span) are fetched in one process three ways, and the CPU of the fetch alone is
 timed (no parquet decoding, no tokenizing):
-- local: the parquet files read from disk (the page cache), as `--input` does;
+- local: the same byte ranges read from the files with open() and read() (from the page cache; an
+  `--input` worker reads them through pyarrow's own reader);
 - HfFileSystem: the tests' loopback Hub (tests/hubserver.py, on 127.0.0.1) through huggingface_hub's
   HfFileSystem, as a Hub worker does (tokshards.hub.open_data_file and read_span);
 - http.client: the same requests with the standard library, each body read straight into a buffer
@@ -120,7 +121,7 @@ def main():
     finally:
         hub.stop()
         shutil.rmtree(work, ignore_errors=True)  # the server's files and the fresh HF_HOME, made here
-    lines = [f"`python bench/hub_fetch.py{' --read-bytes %d' % a.read_bytes if a.read_bytes else ''}`", "",
+    lines = ["`" + " ".join(["python bench/hub_fetch.py", *sys.argv[1:]]) + "`", "",
              bench.machine_line(), bench.code_line(code, code), "",
              f"{len(spans)} row groups of {len(files)} files, {nbytes / 1e6:.0f} MB fetched (text and token_count), "
              f"CPU s of the fetch alone, {a.repeat} repeats; the loopback server's CPU not counted.", "",

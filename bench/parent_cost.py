@@ -18,11 +18,11 @@ Rows, interleaved in each repeat (medians shown):
   uncapped (the server runs on the same cores: its CPU is shown apart);
 - with --tiktoken: the same ceiling with tiktoken (each process reads its half and encodes every
   document with tiktoken), and `fineweb.py --input FILES --tokenizer-backend tiktoken`.
-After each Hub run, every row group's byte range is fetched once more in this process, from the local
-files and through the standard library's http.client (bench/hub_fetch.py): the least any HTTP client
-pays. The last table splits the Hub run's wall time beyond the local run's into its parts, and gives
-the least it could be on these cores, where the loopback server and TCP take CPU the local path spends
-tokenizing.
+After each Hub run, every row group's byte range is fetched once more in this process (bench/hub_fetch.py's
+functions): from the local files, through the standard library's http.client (the least any HTTP
+client pays) and through HfFileSystem (as a Hub worker does). The last table splits the Hub run's wall
+time beyond the local run's into its parts, and gives what it would be with a client that cost no more
+than http.client: on one machine the loopback server and TCP take CPU the local path spends tokenizing.
 CPU seconds are the tool's own report on its last line: its main process (user + system; of it,
 the threads that write and hash the shards) and the tokenizer processes it ran. The main
 process's cost per token is measured net of its fixed start-up (imports, tokenizer, starting
@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 import bench  # noqa: E402  (make_input's sibling: the ceiling row, machine and code lines)
 from hub import hub_env, start_hub  # noqa: E402  (the test suite's loopback Hub)
-from hub_fetch import fetch_http_client, fetch_local, spans_of  # noqa: E402
+from hub_fetch import fetch_hffs, fetch_http_client, fetch_local, spans_of  # noqa: E402
 from hub_readers import check_card, make_repo  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -73,37 +73,43 @@ def run_tool(args, env, out, nprocs, logdir, tag):
 
 
 def hub_floor(rows, fixed, fixed_workers, fixed_wall, cores):
-    """Lines: the Hub run's wall beyond the local run's, by part, and the least it could be on these cores.
-    On one machine the loopback server and the bytes' way through TCP cost CPU on the cores that would
-    otherwise tokenize; a client that did nothing else would still pay both."""
+    """Lines: the Hub run's wall beyond the local run's, by part, and what it would be without the
+    HTTP client's cost beyond the least any client pays."""
     med = statistics.median
     wall = {name: med(x[0] for x in rows[name]) for name in ("local", "hub")}
     main = {name: med(x[2] for x in rows[name]) - fixed[name] for name in ("local", "hub")}
     workers = {name: med(x[3] for x in rows[name]) - fixed_workers[name] for name in ("local", "hub")}
-    server = med(x[9] for x in rows["hub"]) / cores
-    local_read, least = med(x[0] for x in rows["least client"]), med(x[1] for x in rows["least client"])
-    tcp = (least - local_read) / cores
+    server = (med(x[9] for x in rows["hub"]) - med(rows["fixed server"])) / cores
+    local_read, least, hffs = (med(x[k] for x in rows["fetch"]) for k in range(3))
+    tcp, client = (least - local_read) / cores, (hffs - least) / cores
     start = fixed_wall["hub"] - fixed_wall["local"]
-    client = (workers["hub"] - workers["local"]) / cores - tcp
+    rest = (workers["hub"] - workers["local"]) / cores - tcp - client
     main_extra = (main["hub"] - main["local"]) / cores
     diff = wall["hub"] - wall["local"]
-    floor = wall["local"] + server + tcp
+    local_waits = wall["local"] - fixed_wall["local"] - (main["local"] + workers["local"]) / cores
+    kept_waits = wall["local"] + server + tcp  # the local run's start-up and waits, plus the least extra work
+    no_waits = kept_waits - local_waits
+    by_repeat = " / ".join(f"{lo[0] / h[0]:.2f}" for lo, h in zip(rows["local"], rows["hub"]))
     return ["", f"The Hub run against the local one ({cores} cores; CPU net of each run's start-up, spread over "
-            f"the cores). Fetching every row group's byte range once more in this process: {local_read:.2f} CPU s "
-            f"from the local files, {least:.2f} through the standard library's http.client (bench/hub_fetch.py), "
-            "the least any HTTP client pays.", "",
+            f"the cores). The same row groups' byte ranges fetched once more in this process (bench/hub_fetch.py's "
+            f"functions): {local_read:.2f} CPU s from the local files (open() and read(); an --input worker reads "
+            f"through pyarrow), {least:.2f} through the standard library's http.client (the least any HTTP client "
+            f"pays), {hffs:.2f} through HfFileSystem (as a Hub worker does).", "",
             "| part | s |", "|---|---|",
             f"| the Hub run's wall - the local run's | {diff:.2f} |",
             f"| start-up (revision, file listing, huggingface_hub's import) | {start:.2f} |",
-            f"| the loopback server's CPU / cores (on the real Hub, another machine's) | {server:.2f} |",
-            f"| the bytes' way through TCP: http.client's CPU beyond local reads / cores | {tcp:.2f} |",
-            f"| the workers' other extra CPU (huggingface_hub's HTTP client beyond http.client's) / cores | {client:.2f} |",
+            f"| the loopback server's CPU after start-up / cores (on loopback it also does part of the receiving "
+            f"side's TCP work; on the real Hub it is another machine's) | {server:.2f} |",
+            f"| http.client's CPU beyond reading the bytes from local files / cores | {tcp:.2f} |",
+            f"| HfFileSystem's CPU beyond http.client's, fetched alone / cores | {client:.2f} |",
+            f"| the workers' other extra CPU (not traced) / cores | {rest:.2f} |",
             f"| the main process's extra CPU / cores | {main_extra:.2f} |",
-            f"| waits (the rest) | {diff - start - server - tcp - client - main_extra:.2f} |", "",
-            f"Even with the local run's start-up and no client cost beyond http.client's, the Hub run would take at least "
-            f"{floor:.1f} s on these cores, {wall['local'] / floor:.2f} of the local path's speed; it took "
-            f"{wall['hub']:.1f} s ({wall['local'] / wall['hub']:.2f}; by repeat "
-            + " / ".join(f"{lo[0] / h[0]:.2f}" for lo, h in zip(rows["local"], rows["hub"])) + ")."]
+            f"| waits (the rest) | {diff - start - server - tcp - client - rest - main_extra:.2f} |", "",
+            f"With the local run's start-up and a client that cost no more than http.client, the Hub run would take "
+            f"{kept_waits:.1f} s if its cores waited as long as the local run's ({local_waits:.1f} s after start-up), "
+            f"{wall['local'] / kept_waits:.2f} of the local path's speed, or {no_waits:.1f} s if the extra work filled "
+            f"those waits ({wall['local'] / no_waits:.2f}); it took {wall['hub']:.1f} s ({wall['local'] / wall['hub']:.2f}; "
+            f"by repeat {by_repeat})."]
 
 
 def shards_digest(out):
@@ -138,11 +144,17 @@ def main():
     logdir = work / "logs"
     logdir.mkdir()
     code_start = bench.code_state()
+    env_local = bench.child_env()
     hub = start_hub({"HuggingFaceFW/fineweb-edu": str(repo)}, work)
     server = psutil.Process(hub.proc.pid)
-    env_local = bench.child_env()
+    # this process's own fetches below (HfFileSystem, hf_hub_url) reach only the loopback Hub: set
+    # before huggingface_hub is first imported here, which reads them then
+    if "huggingface_hub" in sys.modules:
+        hub.stop()
+        sys.exit("parent_cost: huggingface_hub was imported before the loopback Hub's address was set")
+    os.environ.update(hub_env(hub, work, timeout=60))
     rows = {k: [] for k in ("ceiling", "local", "local, page cache", "hub", "fixed local", "fixed hub",
-                            "ceiling tiktoken", "tiktoken", "fixed tiktoken", "least client")}
+                            "ceiling tiktoken", "tiktoken", "fixed tiktoken", "fixed server", "fetch")}
     spans = spans_of(files)  # every row group's wanted byte range, as a Hub worker asks for it
     digests = set()
     try:
@@ -164,8 +176,10 @@ def main():
             digests.add(shards_digest(work / "local"))
             hub.reset()
             env = hub_env(hub, work, timeout=60)
+            s0 = sum(server.cpu_times()[:2])
             rows["fixed hub"].append(run_tool(["--remote", "10BT", "--max-tokens", "1000"], env, work / "fixed",
                                               a.nprocs, logdir, f"fixed-hub{r}"))
+            rows["fixed server"].append(sum(server.cpu_times()[:2]) - s0)  # the server's part of start-up
             bench.wait_for_quiet(30)
             s0 = sum(server.cpu_times()[:2])
             got = run_tool(["--remote", "10BT"], env, work / "hub", a.nprocs, logdir, f"hub{r}")
@@ -173,15 +187,17 @@ def main():
             wall = got[0]
             digests.add(shards_digest(work / "hub"))
             shutil.rmtree(env["HF_HOME"], ignore_errors=True)
-            # the least any client pays for the same bytes: each span fetched here with the standard
-            # library (bench/hub_fetch.py), against reading it from the local files
+            # the same bytes fetched here three ways (bench/hub_fetch.py): from the local files, with the
+            # standard library (the least any HTTP client pays) and through HfFileSystem (as a Hub worker)
             bench.wait_for_quiet(30)
-            fetch_http_client(repo, spans[:1], endpoint=hub.url)  # the import and first contact are not the cost
-            t = time.process_time()
-            fetch_local(repo, spans)
-            t1 = time.process_time()
-            fetch_http_client(repo, spans, endpoint=hub.url)
-            rows["least client"].append((t1 - t, time.process_time() - t1))
+            fetch_http_client(repo, spans[:1], endpoint=hub.url)  # imports and first contact are not the cost
+            fetch_hffs(repo, spans[:1])
+            cpu = []
+            for fetch in (fetch_local, fetch_http_client, fetch_hffs):
+                t = time.process_time()
+                fetch(repo, spans)
+                cpu.append(time.process_time() - t)
+            rows["fetch"].append(tuple(cpu))
             if a.tiktoken:
                 bench.wait_for_quiet(30)
                 res = bench.row_ceiling({"parquet_paths": [str(f) for f in files]}, a.nprocs, "tiktoken",
