@@ -31,6 +31,7 @@ each have a core on a big machine, so the busiest one sets the bound.
 Table -> bench/out/parent_cost.md.
 """
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -72,7 +73,7 @@ def run_tool(args, env, out, nprocs, logdir, tag):
             float(m.group(4) or 0))
 
 
-def hub_floor(rows, fixed, fixed_workers, fixed_wall, cores):
+def hub_against_local(rows, fixed, fixed_workers, fixed_wall, cores):
     """Lines: the Hub run's wall beyond the local run's, by part, and what it would be without the
     HTTP client's cost beyond the least any client pays."""
     med = statistics.median
@@ -113,8 +114,6 @@ def hub_floor(rows, fixed, fixed_workers, fixed_wall, cores):
 
 
 def shards_digest(out):
-    import hashlib
-
     h = hashlib.sha256()
     for f in sorted(out.glob("*.bin")):
         h.update(f.name.encode() + f.read_bytes())
@@ -301,7 +300,7 @@ def main():
         extra, waits = (cpu - ceiling_cpu) / a.nprocs, wall - fixed_wall[name] - cpu / a.nprocs
         lines.append(f"| {name} | {wall - ceiling_wall:.2f} | {fixed_wall[name]:.2f} | {extra:.2f} | {waits:.2f} | "
                      f"{ceiling_wall - ceiling_cpu / a.nprocs:.2f} |")
-    lines += hub_floor(rows, fixed, fixed_workers, fixed_wall, a.nprocs)
+    lines += hub_against_local(rows, fixed, fixed_workers, fixed_wall, a.nprocs)
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     (OUT / "parent_cost.md").write_text(text)
