@@ -12,8 +12,8 @@ timed (no parquet decoding, no tokenizing):
 - HfFileSystem: the tests' loopback Hub (tests/hubserver.py, on 127.0.0.1) through huggingface_hub's
   HfFileSystem, as a Hub worker does (tokshards.hub.open_data_file and read_span);
 - http.client: the same requests with the standard library, each body read straight into a buffer
-  allocated to its size: a floor for any HTTP client in Python, not something the tool should use
-  (it would lose huggingface_hub's token, retries and redirects).
+  allocated to its size: a minimal client to measure the others against, not something the tool should
+  use (it would lose huggingface_hub's token, retries and redirects).
 The loopback server's own CPU is not counted. Table -> bench/out/hub_fetch.md.
 """
 import argparse
@@ -65,12 +65,12 @@ def fetch_hffs(repo, spans):
             read_span(f, size, span)
 
 
-def fetch_http_client(repo, spans, endpoint=None):
-    """endpoint: the Hub's address (the loopback server's); by default huggingface_hub's (HF_ENDPOINT)."""
+def fetch_http_client(repo, spans):
+    # imported here, not at the top: huggingface_hub reads HF_ENDPOINT (the loopback Hub's address) when
+    # it is first imported, and the callers set it only once their server has started
     from huggingface_hub import hf_hub_url
 
-    urls = {name: urlsplit(hf_hub_url(REPO, f"sample/10BT/{name}", repo_type="dataset", revision="main",
-                                      endpoint=endpoint))
+    urls = {name: urlsplit(hf_hub_url(REPO, f"sample/10BT/{name}", repo_type="dataset", revision="main"))
             for name, _, _ in spans}
     host = next(iter(urls.values()))
     conn = http.client.HTTPConnection(host.hostname, host.port)

@@ -19,10 +19,11 @@ Rows, interleaved in each repeat (medians shown):
 - with --tiktoken: the same ceiling with tiktoken (each process reads its half and encodes every
   document with tiktoken), and `fineweb.py --input FILES --tokenizer-backend tiktoken`.
 After each Hub run, every row group's byte range is fetched once more in this process (bench/hub_fetch.py's
-functions): from the local files, through the standard library's http.client (the least any HTTP
-client pays) and through HfFileSystem (as a Hub worker does). The last table splits the Hub run's wall
-time beyond the local run's into its parts, and gives what it would be with a client that cost no more
-than http.client: on one machine the loopback server and TCP take CPU the local path spends tokenizing.
+functions, with a worker's allocator settings): from the local files, through a minimal client of the
+standard library's http.client (each body read into one buffer of its size) and through HfFileSystem
+(as a Hub worker does). The last table splits the Hub run's wall time beyond the local run's into its
+parts, and gives the range it would take with the local start-up and a client that cost no more than
+that minimal one: on one machine the loopback server and TCP take CPU the local path spends tokenizing.
 CPU seconds are the tool's own report on its last line: its main process (user + system; of it,
 the threads that write and hash the shards) and the tokenizer processes it ran. The main
 process's cost per token is measured net of its fixed start-up (imports, tokenizer, starting
@@ -48,7 +49,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 import bench  # noqa: E402  (make_input's sibling: the ceiling row, machine and code lines)
 from hub import hub_env, start_hub  # noqa: E402  (the test suite's loopback Hub)
-from hub_fetch import fetch_hffs, fetch_http_client, fetch_local, spans_of  # noqa: E402
+from hub_fetch import fetch_hffs, fetch_http_client, fetch_local, spans_of  # noqa: E402  (the fetches alone)
+from tokshards.pool import keep_freed_memory  # noqa: E402  (a worker's allocator, for the fetches here)
 from hub_readers import check_card, make_repo  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -73,44 +75,61 @@ def run_tool(args, env, out, nprocs, logdir, tag):
             float(m.group(4) or 0))
 
 
+med = statistics.median
+
+
+def by_repeat(faster, slower):
+    """'a / b / c': each repeat's ratio of two rows' walls (time of the faster over the slower)."""
+    return " / ".join(f"{f[0] / s[0]:.2f}" for f, s in zip(faster, slower))
+
+
+def idle_after_start(rows, name, fixed, fixed_workers, fixed_wall, cores):
+    """Seconds a path's cores sat idle after its start-up: wall - start-up - its net CPU spread over them."""
+    cpu = med(x[2] + x[3] for x in rows[name]) - fixed[name] - fixed_workers[name]
+    return med(x[0] for x in rows[name]) - fixed_wall[name] - cpu / cores, cpu
+
+
 def hub_against_local(rows, fixed, fixed_workers, fixed_wall, cores):
-    """Lines: the Hub run's wall beyond the local run's, by part, and what it would be without the
-    HTTP client's cost beyond the least any client pays."""
-    med = statistics.median
+    """Lines: the Hub run's wall beyond the local run's, by part, and the range it would take with the
+    local start-up and an HTTP client no dearer than the minimal one."""
     wall = {name: med(x[0] for x in rows[name]) for name in ("local", "hub")}
     main = {name: med(x[2] for x in rows[name]) - fixed[name] for name in ("local", "hub")}
     workers = {name: med(x[3] for x in rows[name]) - fixed_workers[name] for name in ("local", "hub")}
     server = (med(x[9] for x in rows["hub"]) - med(rows["fixed server"])) / cores
-    local_read, least, hffs = (med(x[k] for x in rows["fetch"]) for k in range(3))
-    tcp, client = (least - local_read) / cores, (hffs - least) / cores
+    local_read, minimal, hffs = (med(x[k] for x in rows["fetch"]) for k in range(3))
+    tcp, client = (minimal - local_read) / cores, (hffs - minimal) / cores
     start = fixed_wall["hub"] - fixed_wall["local"]
     rest = (workers["hub"] - workers["local"]) / cores - tcp - client
     main_extra = (main["hub"] - main["local"]) / cores
     diff = wall["hub"] - wall["local"]
-    local_waits = wall["local"] - fixed_wall["local"] - (main["local"] + workers["local"]) / cores
-    kept_waits = wall["local"] + server + tcp  # the local run's start-up and waits, plus the least extra work
-    no_waits = kept_waits - local_waits
-    by_repeat = " / ".join(f"{lo[0] / h[0]:.2f}" for lo, h in zip(rows["local"], rows["hub"]))
+    local_idle = idle_after_start(rows, "local", fixed, fixed_workers, fixed_wall, cores)[0]
+    # the local run's wall plus the Hub's unavoidable extra work here (the server, TCP), the HTTP client
+    # as cheap as the minimal one: at most, the untraced CPU and the main process's extra kept and the
+    # cores idle as long as the local run's; at least, the untraced CPU the client's too and the extra
+    # work filling the local run's idle time
+    most = wall["local"] + server + tcp + rest + main_extra
+    least = wall["local"] + server + tcp - local_idle
     return ["", f"The Hub run against the local one ({cores} cores; CPU net of each run's start-up, spread over "
             f"the cores). The same row groups' byte ranges fetched once more in this process (bench/hub_fetch.py's "
             f"functions): {local_read:.2f} CPU s from the local files (open() and read(); an --input worker reads "
-            f"through pyarrow), {least:.2f} through the standard library's http.client (the least any HTTP client "
-            f"pays), {hffs:.2f} through HfFileSystem (as a Hub worker does).", "",
+            f"through pyarrow), {minimal:.2f} through a minimal client of the standard library's http.client (each body "
+            f"read into one buffer of its size), {hffs:.2f} through HfFileSystem (as a Hub worker does).", "",
             "| part | s |", "|---|---|",
             f"| the Hub run's wall - the local run's | {diff:.2f} |",
             f"| start-up (revision, file listing, huggingface_hub's import) | {start:.2f} |",
             f"| the loopback server's CPU after start-up / cores (on loopback it also does part of the receiving "
             f"side's TCP work; on the real Hub it is another machine's) | {server:.2f} |",
-            f"| http.client's CPU beyond reading the bytes from local files / cores | {tcp:.2f} |",
-            f"| HfFileSystem's CPU beyond http.client's, fetched alone / cores | {client:.2f} |",
+            f"| the minimal http.client's CPU beyond reading the bytes from local files / cores | {tcp:.2f} |",
+            f"| HfFileSystem's CPU beyond the minimal client's, fetched alone / cores | {client:.2f} |",
             f"| the workers' other extra CPU (not traced) / cores | {rest:.2f} |",
             f"| the main process's extra CPU / cores | {main_extra:.2f} |",
-            f"| waits (the rest) | {diff - start - server - tcp - client - rest - main_extra:.2f} |", "",
-            f"With the local run's start-up and a client that cost no more than http.client, the Hub run would take "
-            f"{kept_waits:.1f} s if its cores waited as long as the local run's ({local_waits:.1f} s after start-up), "
-            f"{wall['local'] / kept_waits:.2f} of the local path's speed, or {no_waits:.1f} s if the extra work filled "
-            f"those waits ({wall['local'] / no_waits:.2f}); it took {wall['hub']:.1f} s ({wall['local'] / wall['hub']:.2f}; "
-            f"by repeat {by_repeat})."]
+            f"| the change in idle cores (the rest) | {diff - start - server - tcp - client - rest - main_extra:.2f} |",
+            "", f"With the local run's start-up and a client that cost no more than the minimal one, the Hub run would "
+            f"take between {least:.1f} s ({wall['local'] / least:.2f} of the local path's speed: the untraced CPU the "
+            f"client's too, and the extra work filling the {local_idle:.1f} s the local run's cores sat idle after "
+            f"start-up) and {most:.1f} s ({wall['local'] / most:.2f}: the untraced CPU and the main process's extra "
+            f"kept, the cores idle as long as the local run's); it took {wall['hub']:.1f} s "
+            f"({wall['local'] / wall['hub']:.2f}; by repeat {by_repeat(rows['local'], rows['hub'])})."]
 
 
 def shards_digest(out):
@@ -132,6 +151,7 @@ def main():
     nfiles, file_mb = a.files or (16 if a.quick else 40), a.file_mb or (4 if a.quick else 24)
     repeat = a.repeat or (1 if a.quick else 3)
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "tiktoken-cache"))
+    keep_freed_memory(one_arena=True)  # as in a worker, for the fetches in this process (children set their own)
 
     repo = make_repo(nfiles, file_mb)
     check_card(repo)
@@ -179,6 +199,8 @@ def main():
             rows["fixed hub"].append(run_tool(["--remote", "10BT", "--max-tokens", "1000"], env, work / "fixed",
                                               a.nprocs, logdir, f"fixed-hub{r}"))
             rows["fixed server"].append(sum(server.cpu_times()[:2]) - s0)  # the server's part of start-up
+            shutil.rmtree(env["HF_HOME"], ignore_errors=True)
+            env = hub_env(hub, work, timeout=60)  # the full run starts as cold as that one (no cached card)
             bench.wait_for_quiet(30)
             s0 = sum(server.cpu_times()[:2])
             got = run_tool(["--remote", "10BT"], env, work / "hub", a.nprocs, logdir, f"hub{r}")
@@ -186,10 +208,10 @@ def main():
             wall = got[0]
             digests.add(shards_digest(work / "hub"))
             shutil.rmtree(env["HF_HOME"], ignore_errors=True)
-            # the same bytes fetched here three ways (bench/hub_fetch.py): from the local files, with the
-            # standard library (the least any HTTP client pays) and through HfFileSystem (as a Hub worker)
+            # the same bytes fetched here three ways (bench/hub_fetch.py): from the local files, with a
+            # minimal http.client and through HfFileSystem (as a Hub worker)
             bench.wait_for_quiet(30)
-            fetch_http_client(repo, spans[:1], endpoint=hub.url)  # imports and first contact are not the cost
+            fetch_http_client(repo, spans[:1])  # imports and first contact are not the cost
             fetch_hffs(repo, spans[:1])
             cpu = []
             for fetch in (fetch_local, fetch_http_client, fetch_hffs):
@@ -214,7 +236,6 @@ def main():
     finally:
         hub.stop()
 
-    med = statistics.median
     fixed = {name: med(x[2] for x in rows[f"fixed {name}"]) for name in ("local", "hub")}
     fixed_workers = {name: med(x[3] for x in rows[f"fixed {name}"]) for name in ("local", "hub")}
     fixed_wall = {name: med(x[0] for x in rows[f"fixed {name}"]) for name in ("local", "hub")}
@@ -247,8 +268,7 @@ def main():
         server_cpu = f"{med(x[9] for x in rs):.1f}" if name == "hub" else "-"
         mem = " / ".join(f"{med(x[k] for x in rs) / 2**20:.0f}" for k in (4, 5, 6)) + " MiB"
         steady = tokens / max(wall - fixed_wall[path], 1e-9)
-        by_repeat = " / ".join(f"{c[0] / x[0]:.2f}" for c, x in zip(rows["ceiling"], rs))  # against its repeat's ceiling
-        lines.append(f"| {name} | {wall:.1f} | {tokens / wall / 1e6:.1f} | {tokens / wall / ceiling_rate:.2f} ({by_repeat}) | "
+        lines.append(f"| {name} | {wall:.1f} | {tokens / wall / 1e6:.1f} | {tokens / wall / ceiling_rate:.2f} ({by_repeat(rows['ceiling'], rs)}) | "
                      f"{steady / 1e6:.1f} ({steady / ceiling_rate:.2f}) | {main_cpu:.1f} | {workers:.1f} | "
                      f"{thread_per + write_per + hash_per:.1f}: {thread_per:.1f} + {write_per:.1f} + {hash_per:.1f} | "
                      f"{1e9 / main_per / 1e6:.0f}M tok/s | "
@@ -294,10 +314,9 @@ def main():
               "| path | wall - ceiling s | start-up s | extra CPU s / cores | waits s | the ceiling's waits s |",
               "|---|---|---|---|---|---|"]
     for name in ("local", "hub"):
-        rs = rows[name]
-        wall = med(x[0] for x in rs)
-        cpu = med(x[2] + x[3] for x in rs) - fixed[name] - fixed_workers[name]
-        extra, waits = (cpu - ceiling_cpu) / a.nprocs, wall - fixed_wall[name] - cpu / a.nprocs
+        wall = med(x[0] for x in rows[name])
+        waits, cpu = idle_after_start(rows, name, fixed, fixed_workers, fixed_wall, a.nprocs)
+        extra = (cpu - ceiling_cpu) / a.nprocs
         lines.append(f"| {name} | {wall - ceiling_wall:.2f} | {fixed_wall[name]:.2f} | {extra:.2f} | {waits:.2f} | "
                      f"{ceiling_wall - ceiling_cpu / a.nprocs:.2f} |")
     lines += hub_against_local(rows, fixed, fixed_workers, fixed_wall, a.nprocs)
