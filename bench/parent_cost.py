@@ -102,13 +102,14 @@ def hub_against_local(rows, fixed, fixed_workers, fixed_wall, cores):
     rest = (workers["hub"] - workers["local"]) / cores - tcp - client
     main_extra = (main["hub"] - main["local"]) / cores
     diff = wall["hub"] - wall["local"]
-    local_idle = idle_after_start(rows, "local", fixed, fixed_workers, fixed_wall, cores)[0]
-    # the local run's wall plus the Hub's unavoidable extra work here (the server, TCP), the HTTP client
-    # as cheap as the minimal one: at most, the untraced CPU and the main process's extra kept and the
-    # cores idle as long as the local run's; at least, the untraced CPU the client's too and the extra
-    # work filling the local run's idle time
-    most = wall["local"] + server + tcp + rest + main_extra
-    least = wall["local"] + server + tcp - local_idle
+    local_idle, hub_idle = (idle_after_start(rows, name, fixed, fixed_workers, fixed_wall, cores)[0]
+                            for name in ("local", "hub"))
+    # the local run's wall plus the Hub's extra work here (the server, TCP, the main process), the HTTP
+    # client as cheap as the minimal one: at most, the untraced CPU kept too and the cores idle as long
+    # as the local run's; at least, the untraced CPU the client's and the extra work filling as much of
+    # the local run's idle time as it can (never below the local run's wall)
+    most = wall["local"] + server + tcp + main_extra + rest
+    least = wall["local"] + max(0.0, server + tcp + main_extra - local_idle)
     return ["", f"The Hub run against the local one ({cores} cores; CPU net of each run's start-up, spread over "
             f"the cores). The same row groups' byte ranges fetched once more in this process (bench/hub_fetch.py's "
             f"functions): {local_read:.2f} CPU s from the local files (open() and read(); an --input worker reads "
@@ -126,9 +127,10 @@ def hub_against_local(rows, fixed, fixed_workers, fixed_wall, cores):
             f"| the change in idle cores (the rest) | {diff - start - server - tcp - client - rest - main_extra:.2f} |",
             "", f"With the local run's start-up and a client that cost no more than the minimal one, the Hub run would "
             f"take between {least:.1f} s ({wall['local'] / least:.2f} of the local path's speed: the untraced CPU the "
-            f"client's too, and the extra work filling the {local_idle:.1f} s the local run's cores sat idle after "
-            f"start-up) and {most:.1f} s ({wall['local'] / most:.2f}: the untraced CPU and the main process's extra "
-            f"kept, the cores idle as long as the local run's); it took {wall['hub']:.1f} s "
+            f"client's too, and the server's, TCP's and the main process's extra CPU filling what it can of the "
+            f"{local_idle:.1f} s the local run's cores sat idle after start-up) and {most:.1f} s "
+            f"({wall['local'] / most:.2f}: the untraced CPU kept too, the cores idle as long as the local run's); the "
+            f"Hub run's cores sat idle {hub_idle:.1f} s after start-up, the server's CPU not counted; it took {wall['hub']:.1f} s "
             f"({wall['local'] / wall['hub']:.2f}; by repeat {by_repeat(rows['local'], rows['hub'])})."]
 
 
