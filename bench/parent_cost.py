@@ -105,9 +105,10 @@ def hub_against_local(rows, fixed, fixed_workers, fixed_wall, cores):
     local_idle, hub_idle = (idle_after_start(rows, name, fixed, fixed_workers, fixed_wall, cores)[0]
                             for name in ("local", "hub"))
     # the local run's wall plus the Hub's extra work here (the server, TCP, the main process), the HTTP
-    # client as cheap as the minimal one: at most, the untraced CPU kept too and the cores idle as long
-    # as the local run's; at least, the untraced CPU the client's and the extra work filling as much of
-    # the local run's idle time as it can (never below the local run's wall)
+    # client as cheap as the minimal one: `most`, the untraced CPU kept too and the cores idle as long as
+    # the local run's; `least`, the untraced CPU the client's and the extra work filling as much of the
+    # local run's idle time as it can (never below the local run's wall). A negative untraced part (the
+    # client cost less in the run than alone) puts `most` below `least`: both are printed, not a range
     most = wall["local"] + server + tcp + main_extra + rest
     least = wall["local"] + max(0.0, server + tcp + main_extra - local_idle)
     return ["", f"The Hub run against the local one ({cores} cores; CPU net of each run's start-up, spread over "
@@ -126,10 +127,10 @@ def hub_against_local(rows, fixed, fixed_workers, fixed_wall, cores):
             f"| the main process's extra CPU / cores | {main_extra:.2f} |",
             f"| the change in idle cores (the rest) | {diff - start - server - tcp - client - rest - main_extra:.2f} |",
             "", f"With the local run's start-up and a client that cost no more than the minimal one, the Hub run would "
-            f"take between {least:.1f} s ({wall['local'] / least:.2f} of the local path's speed: the untraced CPU the "
-            f"client's too, and the server's, TCP's and the main process's extra CPU filling what it can of the "
-            f"{local_idle:.1f} s the local run's cores sat idle after start-up) and {most:.1f} s "
-            f"({wall['local'] / most:.2f}: the untraced CPU kept too, the cores idle as long as the local run's); the "
+            f"take {least:.1f} s ({wall['local'] / least:.2f} of the local path's speed) if the untraced CPU were the "
+            f"client's too and the server's, TCP's and the main process's extra CPU filled what it can of the "
+            f"{local_idle:.1f} s the local run's cores sat idle after start-up, and {most:.1f} s "
+            f"({wall['local'] / most:.2f}) with the untraced CPU kept and the cores idle as long as the local run's; the "
             f"Hub run's cores sat idle {hub_idle:.1f} s after start-up, the server's CPU not counted; it took {wall['hub']:.1f} s "
             f"({wall['local'] / wall['hub']:.2f}; by repeat {by_repeat(rows['local'], rows['hub'])})."]
 
