@@ -22,8 +22,8 @@ After each Hub run, every row group's byte range is fetched once more in this pr
 functions, with a worker's allocator settings): from the local files, through a minimal client of the
 standard library's http.client (each body read into one buffer of its size) and through HfFileSystem
 (as a Hub worker does). The last table splits the Hub run's wall time beyond the local run's into its
-parts, and gives the range it would take with the local start-up and a client that cost no more than
-that minimal one: on one machine the loopback server and TCP take CPU the local path spends tokenizing.
+parts, and gives two estimates of what it would take with the local start-up and a client that cost no
+more than that minimal one: on one machine the loopback server and TCP take CPU the local path spends tokenizing.
 CPU seconds are the tool's own report on its last line: its main process (user + system; of it,
 the threads that write and hash the shards) and the tokenizer processes it ran. The main
 process's cost per token is measured net of its fixed start-up (imports, tokenizer, starting
@@ -90,8 +90,8 @@ def idle_after_start(rows, name, fixed, fixed_workers, fixed_wall, cores):
 
 
 def hub_against_local(rows, fixed, fixed_workers, fixed_wall, cores):
-    """Lines: the Hub run's wall beyond the local run's, by part, and the range it would take with the
-    local start-up and an HTTP client no dearer than the minimal one."""
+    """Lines: the Hub run's wall beyond the local run's, by part, and two estimates of what it would take
+    with the local start-up and an HTTP client no dearer than the minimal one."""
     wall = {name: med(x[0] for x in rows[name]) for name in ("local", "hub")}
     main = {name: med(x[2] for x in rows[name]) - fixed[name] for name in ("local", "hub")}
     workers = {name: med(x[3] for x in rows[name]) - fixed_workers[name] for name in ("local", "hub")}
