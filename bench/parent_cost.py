@@ -14,6 +14,8 @@ Rows, interleaved in each repeat (medians shown):
 - local: `fineweb.py --input FILES` (default backend, --nprocs N);
 - local, page cache: the same with FINEWEB_DIRECT_IO=0 (shards written through the page cache, as
   before shardfile.py: what direct I/O saves the main process);
+- local, pipe: the same with FINEWEB_TOKEN_RING=0 (tokens over the workers' pipes, as before
+  tokshards/ring.py: what the shared-memory ring saves);
 - hub: `fineweb.py --remote 10BT` against tests/hubserver.py serving the same files on 127.0.0.1,
   uncapped (the server runs on the same cores: its CPU is shown apart);
 - with --tiktoken: the same ceiling with tiktoken (each process reads its half and encodes every
@@ -175,7 +177,7 @@ def main():
         hub.stop()
         sys.exit("parent_cost: huggingface_hub was imported before the loopback Hub's address was set")
     os.environ.update(hub_env(hub, work, timeout=60))
-    rows = {k: [] for k in ("ceiling", "local", "local, page cache", "hub", "fixed local", "fixed hub",
+    rows = {k: [] for k in ("ceiling", "local", "local, page cache", "local, pipe", "hub", "fixed local", "fixed hub",
                             "ceiling tiktoken", "tiktoken", "fixed tiktoken", "fixed server", "fetch")}
     spans = spans_of(files)  # every row group's wanted byte range, as a Hub worker asks for it
     digests = set()
@@ -195,6 +197,11 @@ def main():
             rows["local, page cache"].append(run_tool(["--input", *map(str, files), "--prefix", "edufineweb"],
                                                       {**env_local, "FINEWEB_DIRECT_IO": "0"}, work / "local",
                                                       a.nprocs, logdir, f"local-cached{r}"))
+            digests.add(shards_digest(work / "local"))
+            bench.wait_for_quiet(30)
+            rows["local, pipe"].append(run_tool(["--input", *map(str, files), "--prefix", "edufineweb"],
+                                                {**env_local, "FINEWEB_TOKEN_RING": "0"}, work / "local",
+                                                a.nprocs, logdir, f"local-pipe{r}"))
             digests.add(shards_digest(work / "local"))
             hub.reset()
             env = hub_env(hub, work, timeout=60)
@@ -259,7 +266,7 @@ def main():
              "workers CPU s per 1B tok | peak RSS: tree / main / a worker | server CPU s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     per = {}
-    for name in ("local", "local, page cache", "hub"):
+    for name in ("local", "local, page cache", "local, pipe", "hub"):
         rs, path = rows[name], name.split(",")[0]
         wall, main_cpu, workers = med(x[0] for x in rs), med(x[2] for x in rs), med(x[3] for x in rs)
         write, hashing = med(x[7] for x in rs), med(x[8] for x in rs)

@@ -7,9 +7,10 @@ came in, so the shards never depend on --nprocs.
 
 The parent stays off the data path: a batch is usually a task (a parquet row group, local or on
 the Hub; a byte range of a text file) that the worker reads itself, `fetchers` tasks at a time in
-threads while it tokenizes the one before (downloads overlap tokenizing); the tokens come back as
-raw bytes received straight into their array (no pickling); a task's log lines (a retried network
-fault) come back through the same pipe.
+threads while it tokenizes the one before (downloads overlap tokenizing); the tokens come back
+through shared memory, read where the worker put them (ring.py), or where that is not to be had as
+raw bytes on the pipe received straight into their array (no pickling either way); a task's log
+lines (a retried network fault) come back through the same pipe.
 
 Stopping is never a wait on a worker:
 - the parent leaves the pool (an error, Ctrl-C, SIGTERM, the consumer stops): every worker is
@@ -35,7 +36,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import fastgpt2
+from . import fastgpt2, ring
 from .encoders import MismatchError, make_encoder
 from .errors import STOP_SIGNALS, UserError, signals_held
 from .positions import Position
@@ -119,8 +120,13 @@ class WorkerPool:
     `warm` modules, the `preload`ed fast tokenizer) while the parent still plans the run, and setup()
     hands them their encoder's arguments later (WorkerPool.early)."""
 
-    def __init__(self, n, args=None, fetchers=1, log=None, warm=(), preload=None):
-        self.procs, self.conns, self.sending = [], [], []
+    def __init__(self, n, args=None, fetchers=1, log=None, warm=(), preload=None, ring_bytes=None):
+        """ring_bytes: each worker's shared-memory ring for its tokens (ring.py); None: ring.RING_BYTES,
+        or 0 (the pipe only) with FINEWEB_TOKEN_RING=0 in the environment."""
+        self.procs, self.conns, self.sending, self.rings = [], [], [], []
+        if ring_bytes is None:
+            ring_bytes = ring.RING_BYTES if os.environ.get("FINEWEB_TOKEN_RING", "1") != "0" else 0
+        self.ring_bytes = ring_bytes
         self.log = log or (lambda msg: None)
         keep_freed_memory()  # this process's receive arrays, batch after batch
         ctx = mp.get_context("spawn")
@@ -165,17 +171,24 @@ class WorkerPool:
         self.dtype = args.spec.np_dtype
         if log is not None:
             self.log = log
-        msg = ("setup", args, fetchers)
-        self.sending = [threading.Thread(target=self._send_setup, args=(c, msg), daemon=True) for c in self.conns]
+        self.rings = [ring.create(self.ring_bytes) for _ in self.conns]  # None: that worker's tokens on its pipe
+        self.sending = [threading.Thread(target=self._send_setup, args=(c, ("setup", args, fetchers), r), daemon=True)
+                        for c, r in zip(self.conns, self.rings)]
         for t in self.sending:
             t.start()
 
     @staticmethod
-    def _send_setup(conn, msg):
+    def _send_setup(conn, msg, shared):
+        """The setup message (with the ring's size, 0 for none), then the ring's descriptor."""
         try:
-            conn.send(msg)
+            conn.send((*msg, shared.size if shared is not None else 0))
+            if shared is not None:
+                shared.send(conn)
         except Exception:  # the worker died, or the pool was killed: said when it is next sent to or heard from
             pass
+        finally:
+            if shared is not None:
+                shared.close_fd()  # the worker has its own (or is gone); the mapping stays
 
     def _setup_sent(self):
         for t in self.sending:
@@ -188,16 +201,19 @@ class WorkerPool:
         order = deque()  # (seq, batch start, first_continues) in input order
         done = {}  # seq -> (tokens, counts, backend, docs)
         owner = {}  # seq -> worker
+        # sent and not yet yielded, at most: one slow batch (a Hub retry, a worker late to start) stops
+        # the handing out there, instead of the others' results piling up behind it in `done`
+        window = 2 * n * self.per_worker
         seq, more = 0, True
         batches = iter(batches)
         while more or order:
-            while more and min(busy) < self.per_worker:
+            while more and min(busy) < self.per_worker and len(order) < window:
                 b = next(batches, None)
                 if b is None:
                     more = False
                     break
                 w = busy.index(min(busy))
-                self._send(w, (seq, b))
+                self._send(w, (seq, b, self.rings[w] and self.rings[w].free_upto()))
                 busy[w] += 1
                 owner[seq] = w
                 order.append((seq, b.start, b.first_continues))
@@ -237,9 +253,12 @@ class WorkerPool:
                 w = conns[r]
                 try:
                     msg = r.recv()
-                    if msg[0] == "ok":  # ("ok", seq, n, counts, backend, docs), then the n tokens' bytes
-                        tokens = np.empty(msg[2], dtype=self.dtype)
-                        receive_into(r, memoryview(tokens).cast("B"))
+                    if msg[0] == "ok":  # ("ok", seq, n, counts, backend, docs, block in the ring or None)
+                        if msg[6] is not None:
+                            tokens = self.rings[w].take(msg[6], msg[2], self.dtype)
+                        else:  # the n tokens' bytes follow on the pipe
+                            tokens = np.empty(msg[2], dtype=self.dtype)
+                            receive_into(r, memoryview(tokens).cast("B"))
                         msg = ("ok", msg[1], tokens, msg[3], msg[4], msg[5])
                     out.append((w, msg))
                 except (EOFError, OSError):
@@ -284,7 +303,7 @@ class WorkerPool:
                 pass
         for c in self.conns:
             c.close()
-        self.procs, self.conns = [], []
+        self.procs, self.conns, self.rings = [], [], []  # a ring's memory goes with the last array over it
 
 
 # --- in the worker process ---
@@ -344,20 +363,24 @@ def _die_with_parent(parent_pid):
 
 
 def _read_pipe(conn, setup, inbox, order):
-    """Take the setup message, then batches, off the pipe as they come (the parent never blocks
-    sending); exit when it closes."""
+    """Take the setup message (and the ring's descriptor), then batches, off the pipe as they come (the
+    parent never blocks sending); exit when it closes. Each batch says how far the ring is free."""
     try:
         item = conn.recv()
+        if item is None:  # the pool was closed before it was set up: nothing to do
+            os._exit(0)
+        _, args, fetchers, ring_bytes = item
+        shared = ring.receive(conn, ring_bytes) if ring_bytes else None  # None: results on the pipe
     except (EOFError, OSError):
         os._exit(0)
-    if item is None:  # the pool was closed before it was set up: nothing to do
-        os._exit(0)
-    setup.put(item[1:])
+    setup.put((args, fetchers, shared))
     while True:
         try:
             item = conn.recv()
         except (EOFError, OSError):
             os._exit(0)  # the parent is gone: nobody will read our results
+        if item is not None and shared is not None:
+            shared.free_upto = item[2]
         order.put(None if item is None else item[0])
         inbox.put(item)
         if item is None:
@@ -383,7 +406,7 @@ def worker_main(conn, parent_pid, warm=(), preload=None):
             importlib.import_module(name)
         except Exception:  # only a head start: the task that needs it says what is wrong
             pass
-    args, fetchers = setup.get()
+    args, fetchers, shared = setup.get()
     try:
         encoder, error = args.build(), None
     except UserError as e:  # e.g. --tokenizer-backend fast failing its self-check: said from the first batch
@@ -418,13 +441,15 @@ def worker_main(conn, parent_pid, warm=(), preload=None):
             send(("err", seq, _sendable(e)))
         else:
             tokens = np.ascontiguousarray(tokens)
-            send(("ok", seq, len(tokens), counts, encoder.backend, docs), memoryview(tokens).cast("B"))
+            pos = shared.put(tokens) if shared is not None else None  # else over the pipe, after the message
+            send(("ok", seq, len(tokens), counts, encoder.backend, docs, pos),
+                 None if pos is not None else memoryview(tokens).cast("B"))
 
     fetched, arrived = {}, threading.Condition()  # seq -> (batch, (texts, counts) or an exception)
 
     def fetch():
         while (item := inbox.get()) is not None:
-            got = read_here(*item)
+            got = read_here(item[0], item[1])
             with arrived:
                 fetched[item[0]] = (item[1], got)
                 arrived.notify_all()
