@@ -117,8 +117,9 @@ def test_the_parent_gets_what_one_process_makes_with_any_ring(ring_bytes):
 
 @LINUX
 def test_a_worker_that_gets_no_descriptor_sends_on_the_pipe():
-    """Ring.send's one byte arrives without its descriptor (the worker is out of descriptors): no ring
-    there, every result on the pipe; the connection closed first: EOFError (the worker exits)."""
+    """Ring.send's one byte arrives without its descriptor (the worker is out of descriptors), or with
+    one it cannot map: no ring there, every result on the pipe; the connection closed first: EOFError
+    (the worker exits)."""
     a, b = mp.Pipe(duplex=True)
     r = ring.create(4096)
     r.send(a)
@@ -129,6 +130,12 @@ def test_a_worker_that_gets_no_descriptor_sends_on_the_pipe():
         socket.send_fds(s, [b"r"], [])
         s.detach()
     assert ring.receive(b, 4096) is None
+    rfd, wfd = os.pipe()  # a descriptor that cannot be mapped: the pipe too, not a dead worker
+    with socket.socket(fileno=a.fileno()) as s:
+        socket.send_fds(s, [b"r"], [rfd])
+        s.detach()
+    assert ring.receive(b, 4096) is None
+    os.close(rfd), os.close(wfd)
     a.close()
     with pytest.raises(EOFError):
         ring.receive(b, 4096)

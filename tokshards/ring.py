@@ -107,14 +107,18 @@ class Ring:
 
 def receive(conn, size):
     """The worker's Writer for the ring whose descriptor Ring.send sent (the next thing on the
-    connection), or None if no descriptor came with it (this process is out of descriptors): then
-    every result goes over the pipe. EOFError if the connection closed first."""
+    connection), or None if no descriptor came with it (this process is out of descriptors) or it
+    cannot be mapped here (no memory): then every result goes over the pipe. EOFError if the
+    connection closed first."""
     data, fds, _, _ = _on_socket(conn, lambda s: socket.recv_fds(s, 1, 1))
     if not data:
         raise EOFError
     if not fds:
         return None
-    return Writer(fds[0], size)
+    try:
+        return Writer(fds[0], size)
+    except (OSError, ValueError):  # (Writer has closed the descriptor)
+        return None
 
 
 class Writer:
