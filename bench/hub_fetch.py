@@ -9,8 +9,9 @@ tokshards.hub.row_group_span) are fetched in one process three ways, and the CPU
 timed (no parquet decoding, no tokenizing):
 - local: the same byte ranges read from the files with open() and read() (from the page cache; an
   `--input` worker reads them through pyarrow's own reader);
-- HfFileSystem: the tests' loopback Hub (tests/hubserver.py, on 127.0.0.1) through huggingface_hub's
-  HfFileSystem, as a Hub worker does (tokshards.hub.open_data_file and read_span);
+- as a Hub worker: the tests' loopback Hub (tests/hubserver.py, on 127.0.0.1), one ranged GET per row
+  group through huggingface_hub's HTTP client (tokshards.hub.RangeFile and read_span);
+- HfFileSystem: the same through huggingface_hub's HfFileSystem, as a Hub worker did up to 269ef6e;
 - http.client: the same requests with the standard library, each body read straight into a buffer
   allocated to its size: a minimal client to measure the others against, not something the tool should
   use (it would lose huggingface_hub's token, retries and redirects).
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import bench  # noqa: E402  (machine_line, code_state, code_line)
 from hub import hub_env, start_hub  # noqa: E402  (the test suite's loopback Hub)
 from hub_readers import make_repo  # noqa: E402
-from tokshards.hub import open_data_file, read_footer, read_span, row_group_span  # noqa: E402
+from tokshards.hub import RangeFile, read_footer, read_span, resolve_url, row_group_span  # noqa: E402
 from tokshards.pool import keep_freed_memory  # noqa: E402
 
 REPO = "HuggingFaceFW/fineweb-edu"
@@ -55,13 +56,22 @@ def spans_of(files):
 
 def fetch_local(repo, spans):
     for name, size, span in spans:
-        with open_data_file(str(repo / "sample" / "10BT" / name), size) as f:
+        with open(repo / "sample" / "10BT" / name, "rb") as f:
+            read_span(f, size, span)
+
+
+def fetch_worker(repo, spans):
+    urls = {name: resolve_url(f"hf://datasets/{REPO}@main/sample/10BT/{name}") for name, _, _ in spans}
+    for name, size, span in spans:
+        with RangeFile(urls[name], size) as f:
             read_span(f, size, span)
 
 
 def fetch_hffs(repo, spans):
+    from huggingface_hub import HfFileSystem  # (see fetch_http_client)
+
     for name, size, span in spans:
-        with open_data_file(f"hf://datasets/{REPO}@main/sample/10BT/{name}", size) as f:
+        with HfFileSystem().open(f"datasets/{REPO}@main/sample/10BT/{name}", "rb", cache_type="none", size=size) as f:
             read_span(f, size, span)
 
 
@@ -108,11 +118,13 @@ def main():
         import httpcore2._sync.http11 as http11  # huggingface_hub 2.x's HTTP stack (httpx2)
 
         http11.HTTP11Connection.READ_NUM_BYTES = a.read_bytes
-    ways = {"local files": fetch_local, "HfFileSystem (as a Hub worker)": fetch_hffs,
+    ways = {"local files": fetch_local, "huggingface_hub's HTTP client (as a Hub worker)": fetch_worker,
+            "HfFileSystem (as a Hub worker did up to 269ef6e)": fetch_hffs,
             "http.client into a preallocated buffer": fetch_http_client}
     cpu = {k: [] for k in ways}
     try:
-        fetch_hffs(repo, spans[:1])  # the first contact (imports, connection) is not the steady cost
+        fetch_worker(repo, spans[:1])  # the first contact (imports, connection) is not the steady cost
+        fetch_hffs(repo, spans[:1])
         for _ in range(a.repeat):
             for name, fn in ways.items():
                 t = time.process_time()

@@ -22,8 +22,8 @@ Rows, interleaved in each repeat (medians shown):
   document with tiktoken), and `fineweb.py --input FILES --tokenizer-backend tiktoken`.
 After each Hub run, every row group's byte range is fetched once more in this process (bench/hub_fetch.py's
 functions, with a worker's allocator settings): from the local files, through a minimal client of the
-standard library's http.client (each body read into one buffer of its size) and through HfFileSystem
-(as a Hub worker does). The last table splits the Hub run's wall time beyond the local run's into its
+standard library's http.client (each body read into one buffer of its size) and through huggingface_hub's
+HTTP client (as a Hub worker does, tokshards.hub.RangeFile). The last table splits the Hub run's wall time beyond the local run's into its
 parts, and gives two estimates of what it would take with the local start-up and a client that cost no
 more than that minimal one: on one machine the loopback server and TCP take CPU the local path spends tokenizing.
 CPU seconds are the tool's own report on its last line: its main process (user + system; of it,
@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 import bench  # noqa: E402  (make_input's sibling: the ceiling row, machine and code lines)
 from hub import hub_env, start_hub  # noqa: E402  (the test suite's loopback Hub)
-from hub_fetch import fetch_hffs, fetch_http_client, fetch_local, spans_of  # noqa: E402  (the fetches alone)
+from hub_fetch import fetch_worker, fetch_http_client, fetch_local, spans_of  # noqa: E402  (the fetches alone)
 from tokshards.pool import keep_freed_memory  # noqa: E402  (a worker's allocator, for the fetches here)
 from hub_readers import check_card, make_repo  # noqa: E402
 
@@ -98,8 +98,8 @@ def hub_against_local(rows, fixed, fixed_workers, fixed_wall, cores):
     main = {name: med(x[2] for x in rows[name]) - fixed[name] for name in ("local", "hub")}
     workers = {name: med(x[3] for x in rows[name]) - fixed_workers[name] for name in ("local", "hub")}
     server = (med(x[9] for x in rows["hub"]) - med(rows["fixed server"])) / cores
-    local_read, minimal, hffs = (med(x[k] for x in rows["fetch"]) for k in range(3))
-    tcp, client = (minimal - local_read) / cores, (hffs - minimal) / cores
+    local_read, minimal, hfh = (med(x[k] for x in rows["fetch"]) for k in range(3))
+    tcp, client = (minimal - local_read) / cores, (hfh - minimal) / cores
     start = fixed_wall["hub"] - fixed_wall["local"]
     rest = (workers["hub"] - workers["local"]) / cores - tcp - client
     main_extra = (main["hub"] - main["local"]) / cores
@@ -117,14 +117,14 @@ def hub_against_local(rows, fixed, fixed_workers, fixed_wall, cores):
             f"the cores). The same row groups' byte ranges fetched once more in this process (bench/hub_fetch.py's "
             f"functions): {local_read:.2f} CPU s from the local files (open() and read(); an --input worker reads "
             f"through pyarrow), {minimal:.2f} through a minimal client of the standard library's http.client (each body "
-            f"read into one buffer of its size), {hffs:.2f} through HfFileSystem (as a Hub worker does).", "",
+            f"read into one buffer of its size), {hfh:.2f} through huggingface_hub's HTTP client (as a Hub worker does).", "",
             "| part | s |", "|---|---|",
             f"| the Hub run's wall - the local run's | {diff:.2f} |",
             f"| start-up (revision, file listing, huggingface_hub's import) | {start:.2f} |",
             f"| the loopback server's CPU after start-up / cores (on loopback it also does part of the receiving "
             f"side's TCP work; on the real Hub it is another machine's) | {server:.2f} |",
             f"| the minimal http.client's CPU beyond reading the bytes from local files / cores | {tcp:.2f} |",
-            f"| HfFileSystem's CPU beyond the minimal client's, fetched alone / cores | {client:.2f} |",
+            f"| huggingface_hub's client's CPU beyond the minimal one's, fetched alone / cores | {client:.2f} |",
             f"| the workers' other extra CPU (not traced) / cores | {rest:.2f} |",
             f"| the main process's extra CPU / cores | {main_extra:.2f} |",
             f"| the change in idle cores (the rest) | {diff - start - server - tcp - client - rest - main_extra:.2f} |",
@@ -171,7 +171,7 @@ def main():
     env_local = bench.child_env()
     hub = start_hub({"HuggingFaceFW/fineweb-edu": str(repo)}, work)
     server = psutil.Process(hub.proc.pid)
-    # this process's own fetches below (HfFileSystem, hf_hub_url) reach only the loopback Hub: set
+    # this process's own fetches below (huggingface_hub's client, hf_hub_url) reach only the loopback Hub: set
     # before huggingface_hub is first imported here, which reads them then
     if "huggingface_hub" in sys.modules:
         hub.stop()
@@ -219,12 +219,12 @@ def main():
             digests.add(shards_digest(work / "hub"))
             shutil.rmtree(env["HF_HOME"], ignore_errors=True)
             # the same bytes fetched here three ways (bench/hub_fetch.py): from the local files, with a
-            # minimal http.client and through HfFileSystem (as a Hub worker)
+            # minimal http.client and through huggingface_hub's client (as a Hub worker)
             bench.wait_for_quiet(30)
             fetch_http_client(repo, spans[:1])  # imports and first contact are not the cost
-            fetch_hffs(repo, spans[:1])
+            fetch_worker(repo, spans[:1])
             cpu = []
-            for fetch in (fetch_local, fetch_http_client, fetch_hffs):
+            for fetch in (fetch_local, fetch_http_client, fetch_worker):
                 t = time.process_time()
                 fetch(repo, spans)
                 cpu.append(time.process_time() - t)

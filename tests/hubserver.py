@@ -50,6 +50,7 @@ FAULT_DEFAULTS = {
     "drop_after": -1, "drop_count": 1,  # send N body bytes, then RST (SO_LINGER 0)
     "trunc_after": -1, "trunc_count": 1,  # send N body bytes, then FIN; Content-Length promised more
     "short_after": -1, "short_count": 1,  # consistent headers describing only the first N bytes
+    "norange": False, "norange_count": 1,  # the Range header ignored: 200 and the whole file, as some proxies
     "stall_after": -1, "stall_count": 1, "stall_secs": 0.0,  # send N bytes, sleep, send the rest
     "hang_secs": 0.0, "hang_count": 1,  # sleep before sending any header
     "delay": 0.0,  # sleep before every matching request (no count)
@@ -402,6 +403,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.done(302, "redirect")
 
         start, end, status = 0, size - 1, 200
+        if rng and hit and f["norange"] and self.command == "GET" and srv.take("norange", path):
+            self.entry["note"], rng = "FAULT norange", None
         if rng:
             r = parse_range(rng, size)
             if r is None:

@@ -236,6 +236,7 @@ def test_workers_read_row_groups_with_the_bytes_of_input(hub, tmp_path, referenc
     dict(match="*001_00000.parquet", status=503, status_count=7, range_match="bytes=4-*"),
     dict(match="*002_00000.parquet", drop_after=1000, drop_count=8, range_match="bytes=4-*"),
     dict(match="*000_00000.parquet", short_after=50_000, range_match="bytes=4-*"),
+    dict(match="*001_00000.parquet", norange=True, norange_count=2, range_match="bytes=4-*"),
 ])
 def test_a_fault_in_a_workers_row_group_read_is_retried_there(hub, tmp_path, reference, fault):
     """The data ranges (bytes=4-...) are read by the worker processes: a fault there is retried in the
@@ -247,7 +248,7 @@ def test_a_fault_in_a_workers_row_group_read_is_retried_there(hub, tmp_path, ref
     assert sum(hub.fired().values()) > 0
     name = fault["match"].lstrip("*")
     lines = [x for x in r.stderr.splitlines() if x.startswith("network: ")]
-    if "short_after" in fault:  # no client retries a short body: the tool's own retry, in the worker
+    if "short_after" in fault or "norange" in fault:  # no client retries these: the tool's retry, in the worker
         assert lines and all(f"streaming {name}" in x for x in lines), r.stderr
     assert files_of(tmp_path / "edu_fineweb10B") == reference
 
@@ -303,6 +304,59 @@ def test_a_row_group_is_one_request(hub, tmp_path, reference):
             assert ranges.count(f"bytes={a}-{b - 1}") == 1, (path.name, ranges)
             assert not [s for s in starts if a < s < b - 64 * 1024], (path.name, ranges)  # no chunk read apart
     assert len(files) > 1
+
+
+def test_the_hub_is_asked_for_each_thing_once(hub, tmp_path, reference):
+    """The revision, each directory's listing and each file's footer are asked for once in a run (by the
+    main process), however many workers and fetch threads read the row groups: the Hub rate-limits API
+    calls, and a worker's HfFileSystem would look the revision up and list the directory in each thread."""
+    import pyarrow.parquet as pq
+
+    r = remote(hub, tmp_path, "--remote", "10BT", "--nprocs", 2, "--readers", 4)
+    assert r.returncode == 0, r.stderr
+    assert files_of(tmp_path / "edu_fineweb10B") == reference
+    log = hub.log()
+    asked = [" ".join((e["method"], e["path"], e["range"] or "")) for e in log]
+    assert sorted(a for a in asked if asked.count(a) > 1) == [], asked
+    assert len([a for a in asked if "/revision/" in a]) == 2, asked  # `main`, then the sha it resolved to
+    for path in (FINEWEB_EDU / "sample" / "10BT").glob("*.parquet"):
+        reads = [e for e in log if e["path"].endswith("/" + path.name)]
+        assert len(reads) == 1 + pq.ParquetFile(path).metadata.num_row_groups, reads  # a footer, each row group
+
+
+def test_a_download_url_is_the_one_hffilesystem_reads(hub, tmp_path):
+    """resolve_url makes, without a request, the URL HfFileSystem reads a file at, for names that need
+    quoting too; RangeFile reads the file's bytes there."""
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"
+    names = ["d/plain.parquet", "d/with space+plus.parquet", "d/é~ü(1).parquet"]
+    for i, name in enumerate(names):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_bytes(bytes(range(256)) * (i + 3))
+    code = f"""
+import json, sys
+from huggingface_hub import HfApi, HfFileSystem
+from tokshards.hub import RangeFile, resolve_url
+sha = HfApi().dataset_info("o/odd").sha
+for name in {names!r}:
+    path = f"hf://datasets/o/odd@{{sha}}/{{name}}"
+    url = resolve_url(path)
+    assert url == HfFileSystem().url(path[len("hf://"):]), (url, HfFileSystem().url(path[len("hf://"):]))
+    with RangeFile(url, {len(bytes(range(256)))} * 3) as f:
+        f.seek(250)
+        print(json.dumps([url, list(f.read(10)), f.tell()]))
+"""
+    with start_hub({"o/odd": str(repo)}, tmp_path) as h:
+        r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=hub_env(h, tmp_path), capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        rows = [json.loads(x) for x in r.stdout.splitlines()]
+        assert [row[1:] for row in rows] == [[list(range(250, 256)) + [0, 1, 2, 3], 260]] * 3
+        assert len({row[0] for row in rows}) == 3
+        ranges = [e["range"] for e in h.log() if "/resolve/" in e["path"] and e["path"].endswith(".parquet")]
+        assert ranges == ["bytes=250-259"] * 3  # one GET per read, and no other request for the files
 
 
 def test_a_span_file_serves_its_range_and_reads_the_rest(tmp_path):

@@ -16,8 +16,8 @@ import sys
 import shutil
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict, deque
-from contextlib import closing
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -128,15 +128,89 @@ def raise_if_user_error(e, dataset, config, sha, local, path=None):
         raise UserError(f"{dataset} ({config}): no data files found: {e}") from None
 
 
-def open_data_file(path, size=None):
-    """A data file, for random access: ranged GETs at the pinned revision (hf://...@sha/...), or a
-    local file. `size` known already: no request to ask for it."""
+def open_data_file(path):
+    """A data file, for random access: ranged GETs at the pinned revision (hf://...@sha/...) through
+    HfFileSystem, which finds its size in the directory listing it keeps, or a local file."""
     if not path.startswith("hf://"):
         return open(path, "rb")
     from huggingface_hub import HfFileSystem
 
     # no read-ahead cache: pyarrow asks for exactly the byte ranges it needs
-    return HfFileSystem().open(path[len("hf://") :], "rb", cache_type="none", size=size)
+    return HfFileSystem().open(path[len("hf://") :], "rb", cache_type="none")
+
+
+def resolve_url(path):
+    """The download URL of hf://TYPE/REPO@SHA/FILE (its revision pinned), made without a request."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import parse_hf_uri
+
+    u = parse_hf_uri(path)
+    return hf_hub_url(u.id, u.path_in_repo, repo_type=u.type, revision=u.revision)
+
+
+class ReadOnlyFile:
+    """What pyarrow needs of a Python file it reads at random: a size, a position, seek and tell."""
+
+    closed = False
+
+    def seek(self, pos, whence=0):
+        self.pos = pos if whence == 0 else self.pos + pos if whence == 1 else self.size + pos
+        return self.pos
+
+    def tell(self):
+        return self.pos
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+
+class RangeFile(ReadOnlyFile):
+    """A Hub data file of known size, read at its download URL with one ranged GET per read: the call
+    HfFileSystem's own reads make (huggingface_hub's HTTP client, HF_TOKEN, its retries on 429, 5xx and
+    dropped connections), without what HfFileSystem does first in every thread that opens a file (it
+    keeps one instance per thread): a revision lookup, and a listing of the file's directory, scanned
+    again on every read. In the workers' fetch threads that was a revision lookup per thread and a
+    listing per thread and directory (~190 of each at start on 96 cores; the Hub rate-limits API calls),
+    for what the parent had resolved once: the revision, the files, their sizes."""
+
+    def __init__(self, url, size):
+        # imported here, not at the top: huggingface_hub's HTTP stack (~0.1 s), for Hub runs only
+        from huggingface_hub import constants
+        from huggingface_hub.utils import build_hf_headers
+
+        self.url, self.size, self.pos = url, size, 0
+        self.headers, self.timeout = build_hf_headers(), constants.HF_HUB_DOWNLOAD_TIMEOUT
+
+    def read(self, n=-1):
+        from huggingface_hub.utils import hf_raise_for_status, http_backoff
+
+        n = self.size - self.pos if n is None or n < 0 else min(n, self.size - self.pos)
+        if n <= 0:
+            return b""
+        r = http_backoff("GET", self.url, headers={"range": f"bytes={self.pos}-{self.pos + n - 1}", **self.headers},
+                         timeout=self.timeout)
+        hf_raise_for_status(r)
+        if len(r.content) != n:  # a body cut short, or the whole file (the range ignored): retried, as data
+            raise OSError(f"asked for {n} bytes at {self.pos}, got {len(r.content)}")
+        self.pos += n
+        return r.content
+
+    def close(self):
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def file_size(f):
+    """The size of a file open_data_file opened (HfFileSystem knows it from its listing)."""
+    return f.size if hasattr(f, "size") else os.fstat(f.fileno()).st_size
 
 
 FOOTER_READ = 64 << 10  # the end of the file read at once, as pyarrow does: usually the whole footer
@@ -177,6 +251,8 @@ class FooterSpool:
 
     def __init__(self, keep=16):
         self.dir, self.keep = tempfile.mkdtemp(prefix="fineweb-footers-"), keep
+        # removed at exit or when dropped, should nothing close it
+        self.remove = weakref.finalize(self, shutil.rmtree, self.dir, ignore_errors=True)
 
     def put(self, i, raw):
         path = os.path.join(self.dir, f"{i:06d}.footer")
@@ -189,7 +265,7 @@ class FooterSpool:
         return path
 
     def close(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.remove()
 
 
 FOOTERS_KEPT = 4  # parsed footers a worker keeps, by file
@@ -233,27 +309,12 @@ def row_group_span(md, row_group, columns):
     return (start, end) if end - start <= SPAN_SLACK * sum(b - a for a, b in chunks) else None
 
 
-class SpanFile:
+class SpanFile(ReadOnlyFile):
     """An open file whose bytes [start, start + len(data)) are already in memory: pyarrow's reads in
     that range are served from it, any other read goes to the file (correct whatever the footer says)."""
 
-    closed = False
-
     def __init__(self, f, size, start, data):
         self.f, self.size, self.start, self.data, self.pos = f, size, start, memoryview(data), 0
-
-    def seek(self, pos, whence=0):
-        self.pos = pos if whence == 0 else self.pos + pos if whence == 1 else self.size + pos
-        return self.pos
-
-    def tell(self):
-        return self.pos
-
-    def readable(self):
-        return True
-
-    def seekable(self):
-        return True
 
     def read(self, n=-1):
         n = self.size - self.pos if n is None or n < 0 else min(n, self.size - self.pos)
@@ -285,6 +346,7 @@ class HubRowGroup:
     call for them), and the same logged, budgeted retry as the parent's reads, per task."""
 
     path: str  # hf://datasets/REPO@SHA/FILE, or a local mirror's file
+    url: str  # its download URL (resolve_url), None for a local file
     size: int
     footer: str  # the parent's spooled copy of the file's footer
     row_group: int
@@ -301,7 +363,7 @@ class HubRowGroup:
         retrier = Retrier(self.retries, self.retry_seconds, log)
         while True:
             try:
-                with open_data_file(self.path, self.size) as f:
+                with RangeFile(self.url, self.size) if self.url else open(self.path, "rb") as f:
                     md = footer_of(self.path, self.footer, f, self.size)
                     # the wanted columns in one request (pyarrow would make one per column chunk)
                     src = read_span(f, self.size, row_group_span(md, self.row_group, self.columns))
@@ -347,7 +409,7 @@ class HubSource:
         self.sha = None if self.local else self._with_retries(
             lambda: self._resolve(revision), "revision lookup", first_contact=True)
         self.builder, self.files = self._with_retries(self._list_files, "listing the dataset's files")
-        names = self._with_retries(self._columns, "opening the dataset", path=self.files[0])
+        names, self.first_footer = self._with_retries(self._columns, "opening the dataset", path=self.files[0])
         if names is not None and text_column not in names:
             raise UserError(
                 f"{dataset} ({config}) has no column {text_column!r} (columns: {', '.join(names)}); "
@@ -359,8 +421,8 @@ class HubSource:
         self.has_token_count = counts_type != "absent" and (counts_type is None or pa.types.is_integer(counts_type))
         self.columns = [text_column] + (["token_count"] if self.has_token_count else [])
 
-    def __getstate__(self):  # sent to other processes (cluster.py): without the log function and spool
-        return dict(self.__dict__, log=None, spool=None)
+    def __getstate__(self):  # sent to other processes (cluster.py): without the log function, spool and footer
+        return dict(self.__dict__, log=None, spool=None, first_footer=None)
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -407,13 +469,15 @@ class HubSource:
         return b.name, [str(f) for f in files]
 
     def _columns(self):
-        """{column: pyarrow type, or None when datasets does not say} of the first data file."""
+        """({column: pyarrow type, or None when datasets does not say} of the first data file, and for
+        parquet its footer: (raw bytes, FileMetaData), which its reading then uses, or None)."""
         if self.builder == "parquet":
             with self._open_file(0) as f:
-                schema = pq.ParquetFile(f).schema_arrow
-            return {name: schema.field(name).type for name in schema.names}
+                footer = read_footer(f, file_size(f))
+                schema = pq.ParquetFile(f, metadata=footer[1]).schema_arrow
+            return {name: schema.field(name).type for name in schema.names}, footer
         ds = self._open(0)
-        return {name: None for name in ds.features} if ds.features else None
+        return ({name: None for name in ds.features} if ds.features else None), None
 
     def _open_file(self, i):
         return open_data_file(self.files[i])
@@ -475,9 +539,12 @@ class HubSource:
         for a worker (HubRowGroup: this process reads only the footer); one too large for that is
         read here, batch by batch."""
         start_row = pos.offset if pos else 0
+        path = self.files[i]
+        url = resolve_url(path) if path.startswith("hf://") else None
         with self._open_file(i) as f:
-            size = f.size if hasattr(f, "size") else os.fstat(f.fileno()).st_size
-            raw, md = read_footer(f, size)
+            size = file_size(f)
+            # the first file's footer was read at start, to check its columns
+            raw, md = self.first_footer if i == 0 and self.first_footer else read_footer(f, size)
             pf = pq.ParquetFile(f, metadata=md)
             columns = self._file_columns(i, pf.schema_arrow)
             footer = self.spool.put(i, raw) if self.spool else None
@@ -490,7 +557,7 @@ class HubSource:
                     continue
                 skip = max(0, start_row - row)
                 if meta.total_byte_size <= TASK_BYTES:
-                    task = HubRowGroup(self.files[i], size, footer, rg, skip, tuple(columns), self.dataset,
+                    task = HubRowGroup(path, url, size, footer, rg, skip, tuple(columns), self.dataset,
                                        self.config, self.sha, self.retries, self.retry_seconds)
                     yield Batch(None, Position(i, row + skip), task=task), Position(i, row + n)
                 else:
@@ -540,17 +607,37 @@ class HubSource:
         return self._spooled(read_ahead(streams, 2 if self.builder == "parquet" else self.readers or default_readers()))
 
     def _spooled(self, stream):
-        """`stream`, with a footer spool for the workers while it runs (parquet); removed when it ends."""
+        """`stream`, with a footer spool for the workers (parquet) until it is closed."""
         if self.builder != "parquet":
-            yield from stream
-            return
+            return stream
         self.spool = FooterSpool()
+        return SpooledStream(stream, self._end_spool)
+
+    def _end_spool(self):
+        self.spool.close()
+        self.spool = None
+
+
+class SpooledStream:
+    """An iterator of batches, whose row-group tasks read their footers from the source's spool, with
+    `end` (removing the spool) called on close(), not when the batches run out: the workers are still
+    reading the last row groups handed out then (a small input's every one), and would download their
+    footers again. The pipeline closes it once every result is in."""
+
+    def __init__(self, stream, end):
+        self.stream, self.end = stream, end
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.stream)
+
+    def close(self):
         try:
-            with closing(stream):
-                yield from stream
+            self.stream.close()
         finally:
-            self.spool.close()
-            self.spool = None
+            self.end()
 
 
 # Row groups a worker downloads at once by default. One (the next, while it tokenizes one) left the cores
