@@ -10,7 +10,7 @@ timed (no parquet decoding, no tokenizing):
 - local: the same byte ranges read from the files with open() and read() (from the page cache; an
   `--input` worker reads them through pyarrow's own reader);
 - as a Hub worker: the tests' loopback Hub (tests/hubserver.py, on 127.0.0.1), one ranged GET per row
-  group through huggingface_hub's HTTP client (tokshards.hub.RangeFile and read_span);
+  group through huggingface_hub's HTTP client (tokshards.hubrange.RangeFile, tokshards.hub.read_span);
 - HfFileSystem: the same through huggingface_hub's HfFileSystem, as a Hub worker did up to 269ef6e;
 - http.client: the same requests with the standard library, each body read straight into a buffer
   allocated to its size: a minimal client to measure the others against, not something the tool should
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import bench  # noqa: E402  (machine_line, code_state, code_line)
 from hub import hub_env, start_hub  # noqa: E402  (the test suite's loopback Hub)
 from hub_readers import make_repo  # noqa: E402
-from tokshards.hub import RangeFile, read_footer, read_span, resolve_url, row_group_span  # noqa: E402
+from tokshards.hub import read_footer, read_span, row_group_span  # noqa: E402
 from tokshards.pool import keep_freed_memory  # noqa: E402
 
 REPO = "HuggingFaceFW/fineweb-edu"
@@ -61,6 +61,8 @@ def fetch_local(repo, spans):
 
 
 def fetch_worker(repo, spans):
+    from tokshards.hubrange import RangeFile, resolve_url  # imports huggingface_hub (see fetch_http_client)
+
     urls = {name: resolve_url(f"hf://datasets/{REPO}@main/sample/10BT/{name}") for name, _, _ in spans}
     for name, size, span in spans:
         with RangeFile(urls[name], size) as f:

@@ -23,7 +23,7 @@ Rows, interleaved in each repeat (medians shown):
 After each Hub run, every row group's byte range is fetched once more in this process (bench/hub_fetch.py's
 functions, with a worker's allocator settings): from the local files, through a minimal client of the
 standard library's http.client (each body read into one buffer of its size) and through huggingface_hub's
-HTTP client (as a Hub worker does, tokshards.hub.RangeFile). The last table splits the Hub run's wall time beyond the local run's into its
+HTTP client (as a Hub worker does, tokshards.hubrange.RangeFile). The last table splits the Hub run's wall time beyond the local run's into its
 parts, and gives two estimates of what it would take with the local start-up and a client that cost no
 more than that minimal one: on one machine the loopback server and TCP take CPU the local path spends tokenizing.
 CPU seconds are the tool's own report on its last line: its main process (user + system; of it,

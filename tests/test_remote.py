@@ -118,7 +118,8 @@ def test_resume_reads_the_pinned_sha_and_skips_done_files(hub, tmp_path, referen
     # (False: the clients may absorb it; only the bytes are checked)
     (dict(match="*001_00000.parquet", trunc_after=5000, trunc_count=8), False),
     (dict(match="*002_00000.parquet", stall_after=1000, stall_secs=4, stall_count=1), False),
-    # beyond huggingface_hub's 5 retries: reach the tool's retry or not, the bytes must not change
+    # a connection dropped during the body (the tool's retry; huggingface_hub's own retries come before
+    # the headers, as with the 429s): the bytes must not change
     (dict(match="*001_00000.parquet", drop_after=1000, drop_count=8), False),
     (dict(match="*002_00000.parquet", status=429, status_count=7, retry_after=0), False),
 ])
@@ -324,39 +325,142 @@ def test_the_hub_is_asked_for_each_thing_once(hub, tmp_path, reference):
         assert len(reads) == 1 + pq.ParquetFile(path).metadata.num_row_groups, reads  # a footer, each row group
 
 
-def test_a_download_url_is_the_one_hffilesystem_reads(hub, tmp_path):
+def test_a_download_url_is_the_one_hffilesystem_reads(tmp_path):
     """resolve_url makes, without a request, the URL HfFileSystem reads a file at, for names that need
-    quoting too; RangeFile reads the file's bytes there."""
+    quoting too; RangeFile reads the file's bytes there, one GET per read; a server that ignores the
+    range is found out from its status, before the whole file comes down."""
     import subprocess
     import sys
 
     repo = tmp_path / "repo"
-    names = ["d/plain.parquet", "d/with space+plus.parquet", "d/é~ü(1).parquet"]
+    names = ["d/plain.parquet", "d/with space+plus#.parquet", "d/é~ü(1)%25.parquet", "d/big.parquet"]
     for i, name in enumerate(names):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_bytes(bytes(range(256)) * (i + 3))
+        (repo / name).write_bytes(bytes(range(256)) * (4000 if name.endswith("big.parquet") else i + 3))
     code = f"""
-import json, sys
+import json, time
 from huggingface_hub import HfApi, HfFileSystem
-from tokshards.hub import RangeFile, resolve_url
+from tokshards.hubrange import RangeFile, open_hub_file, resolve_url
 sha = HfApi().dataset_info("o/odd").sha
-for name in {names!r}:
-    path = f"hf://datasets/o/odd@{{sha}}/{{name}}"
-    url = resolve_url(path)
-    assert url == HfFileSystem().url(path[len("hf://"):]), (url, HfFileSystem().url(path[len("hf://"):]))
-    with RangeFile(url, {len(bytes(range(256)))} * 3) as f:
+paths = [f"hf://datasets/o/odd@{{sha}}/{{name}}" for name in {names!r}]
+urls = [resolve_url(p) for p in paths]  # before HfFileSystem is asked anything
+print(json.dumps([u == HfFileSystem().url(p[len("hf://"):]) for u, p in zip(urls, paths)]))
+for p in paths[:3]:
+    with open_hub_file(p) as f:
         f.seek(250)
-        print(json.dumps([url, list(f.read(10)), f.tell()]))
+        print(json.dumps([f.url, f.size, list(f.read(10)), f.tell()]))
+print("FAULTS", flush=True)
+input()
+t = time.monotonic()
+try:
+    RangeFile(urls[3], 256 * 4000).read(10)
+except OSError as e:
+    print(json.dumps([str(e), time.monotonic() - t]))
 """
     with start_hub({"o/odd": str(repo)}, tmp_path) as h:
-        r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=hub_env(h, tmp_path), capture_output=True,
-                           text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        rows = [json.loads(x) for x in r.stdout.splitlines()]
-        assert [row[1:] for row in rows] == [[list(range(250, 256)) + [0, 1, 2, 3], 260]] * 3
-        assert len({row[0] for row in rows}) == 3
-        ranges = [e["range"] for e in h.log() if "/resolve/" in e["path"] and e["path"].endswith(".parquet")]
-        assert ranges == ["bytes=250-259"] * 3  # one GET per read, and no other request for the files
+        p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=hub_env(h, tmp_path), text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lines = []
+        for line in p.stdout:
+            if line.startswith("FAULTS"):
+                before = h.log()
+                h.reset()
+                h.faults(match="*big.parquet", norange=True, norange_count=-1, bandwidth=20_000)  # 51 s whole
+                p.stdin.write("\n")
+                p.stdin.flush()
+                continue
+            lines.append(json.loads(line))
+        err = p.stderr.read()
+        assert p.wait(timeout=120) == 0, err
+        assert lines[0] == [True] * 4
+        assert [row[1:] for row in lines[1:4]] == [[256 * (i + 3), list(range(250, 256)) + [0, 1, 2, 3], 260]
+                                                   for i in range(3)]
+        assert len({row[0] for row in lines[1:4]}) == 3
+        ranges = [e["range"] for e in before if "/resolve/" in e["path"] and e["path"].endswith(".parquet")]
+        assert ranges == ["bytes=250-259"] * 3  # one GET per read, and no other download of the files
+        message, seconds = lines[4]
+        assert "bytes=0-9" in message and "HTTP 200" in message and "not honoured" in message and seconds < 10
+        reads = [e for e in h.log() if e["path"].endswith("big.parquet")]
+        assert len(reads) == 1 and reads[0]["range"] == "bytes=0-9", reads  # no client retry of a 200
+
+
+def test_a_range_read_that_goes_wrong_fails_once_and_says_how(hub, tmp_path):
+    """RangeFile against a server (on 127.0.0.1, in this process) that answers badly: an error whose body
+    is cut off is the network's error, raised once (not huggingface_hub's "generator didn't stop after
+    throw()"); other bytes than asked for are unreadable data; a data file gone at its pinned revision
+    is the one-line UserError."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            status, headers, body = {
+                "/cut404": (404, {"Content-Length": "1000"}, b'{"error": "'),  # then the connection closes
+                "/shifted": (206, {"Content-Range": "bytes 101-110/1000", "Content-Length": "10"}, bytes(10)),
+                "/gone": (404, {"Content-Length": "2"}, b"{}"),
+            }[self.path]
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    code = f"""
+import json
+from tokshards.errors import UserError
+from tokshards.hub import is_transient, raise_if_user_error
+from tokshards.hubrange import RangeFile
+from tokshards.retry import is_data_error
+for name in ["cut404", "shifted", "gone"]:
+    f = RangeFile("http://127.0.0.1:{server.server_port}/" + name, 1000)
+    f.seek(100)
+    try:
+        f.read(10)
+    except Exception as e:
+        try:
+            raise_if_user_error(e, "o/d", None, "abc", False, "hf://datasets/o/d@abc/d.parquet")
+            line = None
+        except UserError as u:
+            line = str(u)
+        print(json.dumps([type(e).__name__, str(e), is_transient(e), is_data_error(e), line, f.tell()]))
+"""
+    try:
+        r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=hub_env(hub, tmp_path, timeout=5),
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 0, r.stderr
+    cut, shifted, gone = [json.loads(x) for x in r.stdout.splitlines()]
+    assert cut[0] != "RuntimeError" and cut[2] and not cut[3] and cut[4] is None, cut  # the network: retried
+    assert shifted[:4] == ["OSError", "asked for bytes=100-109 of 1000 bytes, got bytes 101-110/1000", True, True]
+    assert gone[4] == ("the Hub no longer serves hf://datasets/o/d@abc/d.parquet as listed at start (HTTP 404): "
+                       "check 'o/d' on the Hub, then rerun the same command"), gone
+    assert [row[5] for row in (cut, shifted, gone)] == [100] * 3  # nothing read
+    assert seen == ["/cut404", "/shifted", "/gone"]  # one request each: no retry inside the client
+
+
+def test_a_data_file_gone_from_the_hub_is_one_line(hub, tmp_path):
+    """A row group's read answered 404 (in a worker) ends the run in one line, not retried."""
+    hub.faults(match="*001_00000.parquet", status=404, status_count=-1, range_match="bytes=4-*")
+    r = remote(hub, tmp_path, "--remote", "10BT", "--nprocs", "2")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and lines[-1].startswith("fineweb.py: error: the Hub no longer serves hf://"), r.stderr
+    assert "001_00000.parquet" in lines[-1] and "(HTTP 404)" in lines[-1], lines[-1]
+    assert "Traceback" not in r.stderr and not any(x.startswith("network: ") for x in lines), r.stderr
+    assert hub.fired() == {"status sample/10BT/001_00000.parquet": 1}, hub.fired()
 
 
 def test_a_span_file_serves_its_range_and_reads_the_rest(tmp_path):

@@ -399,8 +399,10 @@ def early_workers(opts):
         return None
     from .pool import WorkerPool
 
-    # what a worker's first task imports (ParquetTask / HubRowGroup, the Hub's file system)
-    warm = ("tokshards.sources",) if opts["input"] else ("tokshards.hub", "huggingface_hub.hf_file_system")
+    # what a worker's first task imports (ParquetTask / HubRowGroup, and its HTTP client unless the
+    # "Hub" is a local mirror, --dataset DIR)
+    warm = (("tokshards.sources",) if opts["input"] else ("tokshards.hub",) if os.path.isdir(opts["dataset"])
+            else ("tokshards.hub", "tokshards.hubrange"))
     return WorkerPool.early(nprocs, opts["tokenizer"], opts["tokenizer_backend"], warm)
 
 

@@ -27,7 +27,8 @@ from .errors import UserError
 from .job import usable_cpus
 from .positions import Position
 from .retry import FIRST_CONTACT_RETRIES, FIRST_CONTACT_SECONDS, Retrier, is_data_error
-from .sources import BATCH_DOCS, TASK_BYTES, Batch, check_text_type, corrupt, row_group_batches, token_counts
+from .sources import (BATCH_DOCS, TASK_BYTES, Batch, ReadOnlyFile, check_text_type, corrupt, row_group_batches,
+                      token_counts)
 
 FINEWEB = {  # repo -> (file prefix, directory stem), as build-nanogpt and llm.c name them
     "HuggingFaceFW/fineweb-edu": ("edufineweb", "edu_fineweb"),
@@ -126,90 +127,24 @@ def raise_if_user_error(e, dataset, config, sha, local, path=None):
         raise UserError(f"{dataset!r} has no config {config!r}: {str(e).splitlines()[0]}") from None
     if name == "DataFilesNotFoundError" or isinstance(e, FileNotFoundError) and local:
         raise UserError(f"{dataset} ({config}): no data files found: {e}") from None
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if path and path.startswith("hf://") and (isinstance(e, errors.EntryNotFoundError) or status in (404, 416)):
+        # a file listed at start, at this pinned revision: only a change on the Hub's side explains it
+        raise UserError(f"the Hub no longer serves {path} as listed at start (HTTP {status}): check {dataset!r} "
+                        "on the Hub, then rerun the same command") from None
 
 
 def open_data_file(path):
-    """A data file, for random access: ranged GETs at the pinned revision (hf://...@sha/...) through
-    HfFileSystem, which finds its size in the directory listing it keeps, or a local file."""
+    """A data file, for random access: byte ranges at the pinned revision (hf://...@sha/...), or a local file."""
     if not path.startswith("hf://"):
         return open(path, "rb")
-    from huggingface_hub import HfFileSystem
+    from .hubrange import open_hub_file  # here, not at the top: huggingface_hub, not for --input runs
 
-    # no read-ahead cache: pyarrow asks for exactly the byte ranges it needs
-    return HfFileSystem().open(path[len("hf://") :], "rb", cache_type="none")
-
-
-def resolve_url(path):
-    """The download URL of hf://TYPE/REPO@SHA/FILE (its revision pinned), made without a request."""
-    from huggingface_hub import hf_hub_url
-    from huggingface_hub.utils import parse_hf_uri
-
-    u = parse_hf_uri(path)
-    return hf_hub_url(u.id, u.path_in_repo, repo_type=u.type, revision=u.revision)
-
-
-class ReadOnlyFile:
-    """What pyarrow needs of a Python file it reads at random: a size, a position, seek and tell."""
-
-    closed = False
-
-    def seek(self, pos, whence=0):
-        self.pos = pos if whence == 0 else self.pos + pos if whence == 1 else self.size + pos
-        return self.pos
-
-    def tell(self):
-        return self.pos
-
-    def readable(self):
-        return True
-
-    def seekable(self):
-        return True
-
-
-class RangeFile(ReadOnlyFile):
-    """A Hub data file of known size, read at its download URL with one ranged GET per read: the call
-    HfFileSystem's own reads make (huggingface_hub's HTTP client, HF_TOKEN, its retries on 429, 5xx and
-    dropped connections), without what HfFileSystem does first in every thread that opens a file (it
-    keeps one instance per thread): a revision lookup, and a listing of the file's directory, scanned
-    again on every read. In the workers' fetch threads that was a revision lookup per thread and a
-    listing per thread and directory (~190 of each at start on 96 cores; the Hub rate-limits API calls),
-    for what the parent had resolved once: the revision, the files, their sizes."""
-
-    def __init__(self, url, size):
-        # imported here, not at the top: huggingface_hub's HTTP stack (~0.1 s), for Hub runs only
-        from huggingface_hub import constants
-        from huggingface_hub.utils import build_hf_headers
-
-        self.url, self.size, self.pos = url, size, 0
-        self.headers, self.timeout = build_hf_headers(), constants.HF_HUB_DOWNLOAD_TIMEOUT
-
-    def read(self, n=-1):
-        from huggingface_hub.utils import hf_raise_for_status, http_backoff
-
-        n = self.size - self.pos if n is None or n < 0 else min(n, self.size - self.pos)
-        if n <= 0:
-            return b""
-        r = http_backoff("GET", self.url, headers={"range": f"bytes={self.pos}-{self.pos + n - 1}", **self.headers},
-                         timeout=self.timeout)
-        hf_raise_for_status(r)
-        if len(r.content) != n:  # a body cut short, or the whole file (the range ignored): retried, as data
-            raise OSError(f"asked for {n} bytes at {self.pos}, got {len(r.content)}")
-        self.pos += n
-        return r.content
-
-    def close(self):
-        self.closed = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    return open_hub_file(path)
 
 
 def file_size(f):
-    """The size of a file open_data_file opened (HfFileSystem knows it from its listing)."""
+    """The size of a file open_data_file opened."""
     return f.size if hasattr(f, "size") else os.fstat(f.fileno()).st_size
 
 
@@ -346,7 +281,7 @@ class HubRowGroup:
     call for them), and the same logged, budgeted retry as the parent's reads, per task."""
 
     path: str  # hf://datasets/REPO@SHA/FILE, or a local mirror's file
-    url: str  # its download URL (resolve_url), None for a local file
+    url: str  # its download URL (hubrange.resolve_url), None for a local file
     size: int
     footer: str  # the parent's spooled copy of the file's footer
     row_group: int
@@ -360,6 +295,8 @@ class HubRowGroup:
 
     def read(self, log):
         local = not self.path.startswith("hf://")
+        if self.url:
+            from .hubrange import RangeFile  # here, not at the top: huggingface_hub, not for --input runs
         retrier = Retrier(self.retries, self.retry_seconds, log)
         while True:
             try:
@@ -387,8 +324,9 @@ class HubSource:
     read at once while documents still come out in dataset order (`readers`), and a resume
     position that never touches a finished file.
 
-    - Parquet (FineWeb and most Hub datasets): huggingface_hub's HfFileSystem (token, pinned
-      revision, its HTTP retries) with pyarrow's ParquetFile, one row group in memory at a time.
+    - Parquet (FineWeb and most Hub datasets): byte ranges at the pinned revision through
+      huggingface_hub's HTTP client (hubrange.py: token, its retries) with pyarrow's ParquetFile, one
+      row group in memory at a time.
       This process reads only each file's footer; every row group is a task (HubRowGroup) that the
       worker tokenizing it downloads and decodes itself, so the parent stays off the data path.
       Not datasets' streaming reader: its pyarrow scanner reads a file ahead without bound while
@@ -404,7 +342,7 @@ class HubSource:
         self.dataset, self.config, self.text_column, self.readers = dataset, config, text_column, readers
         self.local = os.path.isdir(dataset)
         self.retries, self.retry_seconds, self.log = retries if not self.local else 0, retry_seconds, log
-        self.sha, self.has_token_count, self.spool = None, None, None
+        self.sha, self.has_token_count = None, None
         # the first contact: a short budget, and a line that says what to check (NO_CONTACT_HINT)
         self.sha = None if self.local else self._with_retries(
             lambda: self._resolve(revision), "revision lookup", first_contact=True)
@@ -421,8 +359,8 @@ class HubSource:
         self.has_token_count = counts_type != "absent" and (counts_type is None or pa.types.is_integer(counts_type))
         self.columns = [text_column] + (["token_count"] if self.has_token_count else [])
 
-    def __getstate__(self):  # sent to other processes (cluster.py): without the log function, spool and footer
-        return dict(self.__dict__, log=None, spool=None, first_footer=None)
+    def __getstate__(self):  # sent to other processes (cluster.py): without the log function and first footer
+        return dict(self.__dict__, log=None, first_footer=None)
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -516,15 +454,21 @@ class HubSource:
 
     def file_batches(self, i, pos=None):
         """The batches of file i, from position `pos` (one of its batches' start) on."""
-        return self._spooled(self._file_batches(i, pos))
+        spool = self._spool()
+        return spooled(self._file_batches(i, pos, spool), spool)
 
-    def _file_batches(self, i, pos=None):
+    def _spool(self):
+        """A FooterSpool for one stream of batches (parquet), else None."""
+        return FooterSpool() if self.builder == "parquet" else None
+
+    def _file_batches(self, i, pos=None, spool=None):
         """As file_batches. A transient failure re-opens the file where the last batch handed on ended."""
-        read = self._parquet_batches if self.builder == "parquet" else self._datasets_batches
         retrier = Retrier(self.retries, self.retry_seconds, self.log)
         while True:
             try:
-                for b, pos in read(i, pos):
+                parquet = self.builder == "parquet"
+                read = self._parquet_batches(i, pos, spool) if parquet else self._datasets_batches(i, pos)
+                for b, pos in read:
                     yield b
                     retrier.reset()
                 return
@@ -534,20 +478,20 @@ class HubSource:
                     raise
                 retrier.wait(e, f"streaming {os.path.basename(self.files[i])}")
 
-    def _parquet_batches(self, i, pos):
+    def _parquet_batches(self, i, pos, spool):
         """(batch, position after it) from position pos: Position(file, row). A row group is a task
         for a worker (HubRowGroup: this process reads only the footer); one too large for that is
         read here, batch by batch."""
         start_row = pos.offset if pos else 0
-        path = self.files[i]
-        url = resolve_url(path) if path.startswith("hf://") else None
         with self._open_file(i) as f:
-            size = file_size(f)
-            # the first file's footer was read at start, to check its columns
-            raw, md = self.first_footer if i == 0 and self.first_footer else read_footer(f, size)
+            size, url = file_size(f), getattr(f, "url", None)  # a Hub file's download URL (hubrange.RangeFile)
+            if i == 0 and self.first_footer:  # read at start to check its columns; needed once (~3 MB)
+                (raw, md), self.first_footer = self.first_footer, None
+            else:
+                raw, md = read_footer(f, size)
             pf = pq.ParquetFile(f, metadata=md)
             columns = self._file_columns(i, pf.schema_arrow)
-            footer = self.spool.put(i, raw) if self.spool else None
+            footer = spool.put(i, raw)
             row = 0
             for rg in range(pf.num_row_groups):
                 meta = pf.metadata.row_group(rg)
@@ -557,7 +501,7 @@ class HubSource:
                     continue
                 skip = max(0, start_row - row)
                 if meta.total_byte_size <= TASK_BYTES:
-                    task = HubRowGroup(path, url, size, footer, rg, skip, tuple(columns), self.dataset,
+                    task = HubRowGroup(self.files[i], url, size, footer, rg, skip, tuple(columns), self.dataset,
                                        self.config, self.sha, self.retries, self.retry_seconds)
                     yield Batch(None, Position(i, row + skip), task=task), Position(i, row + n)
                 else:
@@ -600,32 +544,28 @@ class HubSource:
         if pos is not None and self.builder == "parquet" and pos.state is not None:
             raise UserError("this output was started by an older fineweb.py (another resume position); "
                             "rerun with --overwrite")
-        first = pos.file if pos else 0
-        streams = (self._file_batches(i, pos if i == first else None) for i in range(first, len(self.files)))
+        first, spool = pos.file if pos else 0, self._spool()
+        if first > 0:  # the first file's footer, read at start, is not needed
+            self.first_footer = None
+        streams = (self._file_batches(i, pos if i == first else None, spool) for i in range(first, len(self.files)))
         # parquet: the next file's footer is read while this one's row groups go out;
         # other formats: --readers files streamed at once by this process
-        return self._spooled(read_ahead(streams, 2 if self.builder == "parquet" else self.readers or default_readers()))
+        return spooled(read_ahead(streams, 2 if spool else self.readers or default_readers()), spool)
 
-    def _spooled(self, stream):
-        """`stream`, with a footer spool for the workers (parquet) until it is closed."""
-        if self.builder != "parquet":
-            return stream
-        self.spool = FooterSpool()
-        return SpooledStream(stream, self._end_spool)
 
-    def _end_spool(self):
-        self.spool.close()
-        self.spool = None
+def spooled(stream, spool):
+    """`stream`, owning `spool` (None: nothing to own) until it is closed."""
+    return stream if spool is None else SpooledStream(stream, spool)
 
 
 class SpooledStream:
-    """An iterator of batches, whose row-group tasks read their footers from the source's spool, with
-    `end` (removing the spool) called on close(), not when the batches run out: the workers are still
-    reading the last row groups handed out then (a small input's every one), and would download their
-    footers again. The pipeline closes it once every result is in."""
+    """An iterator of batches whose row-group tasks read their footers from `spool`, which it removes on
+    close(), not when the batches run out: the workers are still reading the last row groups handed
+    out then (a small input's every one), and would download their footers again. The pipeline closes
+    it once every result is in."""
 
-    def __init__(self, stream, end):
-        self.stream, self.end = stream, end
+    def __init__(self, stream, spool):
+        self.stream, self.spool = stream, spool
 
     def __iter__(self):
         return self
@@ -633,17 +573,18 @@ class SpooledStream:
     def __next__(self):
         return next(self.stream)
 
-    def close(self):
+    def close(self):  # twice is harmless: a generator's close and the spool's are both idempotent
         try:
             self.stream.close()
         finally:
-            self.end()
+            self.spool.close()
 
 
 # Row groups a worker downloads at once by default. One (the next, while it tokenizes one) left the cores
 # idle for a third of a Hub run: a row group of FineWeb tokenizes in ~30-40 ms with fastokens, about a
-# request's round trip through HfFileSystem and the server (bench/parent_cost.py, loopback Hub, 2 workers:
-# 12.9 s with one, 10.0 s with two, 10.6 s with three). Costs one more row group in each worker's memory.
+# request's round trip through huggingface_hub's client and the server (bench/parent_cost.py, loopback Hub,
+# 2 workers, measured with HfFileSystem's reads: 12.9 s with one, 10.0 s with two, 10.6 s with three).
+# Costs one more row group in each worker's memory.
 HUB_FETCHERS = 2
 
 

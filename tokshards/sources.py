@@ -77,6 +77,29 @@ class ParquetTask:
         return table.column(0), (token_counts(table.column(1)) if self.with_counts else None)
 
 
+class ReadOnlyFile:
+    """What pyarrow needs of a Python file it reads at random (hub.SpanFile, hubrange.RangeFile): a size,
+    a position, seek and tell."""
+
+    closed = False
+
+    def seek(self, pos, whence=0):
+        pos = pos if whence == 0 else self.pos + pos if whence == 1 else self.size + pos
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self.pos = pos
+        return self.pos
+
+    def tell(self):
+        return self.pos
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+
 @contextmanager
 def parquet_file(path):
     """pyarrow's ParquetFile of a local file (its own reader), or of an object through ranged reads."""
