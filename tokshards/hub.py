@@ -461,12 +461,13 @@ class HubSource:
         """A FooterSpool for one stream of batches (parquet), else None."""
         return FooterSpool() if self.builder == "parquet" else None
 
-    def _file_batches(self, i, pos=None, spool=None):
-        """As file_batches. A transient failure re-opens the file where the last batch handed on ended."""
+    def _file_batches(self, i, pos, spool):
+        """As file_batches, the footers into `spool` (parquet). A transient failure re-opens the file where
+        the last batch handed on ended."""
         retrier = Retrier(self.retries, self.retry_seconds, self.log)
+        parquet = self.builder == "parquet"
         while True:
             try:
-                parquet = self.builder == "parquet"
                 read = self._parquet_batches(i, pos, spool) if parquet else self._datasets_batches(i, pos)
                 for b, pos in read:
                     yield b
