@@ -70,7 +70,7 @@ def main():
                     m = CPU.search(p.stdout + p.stderr)
                     if p.returncode or not m:
                         sys.exit(f"ab_paths: {name} {path} failed:\n{p.stderr[-2000:]}")
-                    tokens, main_cpu, write, sha, workers = m.groups()
+                    tokens, main_cpu, write, sha, workers, _ = m.groups()
                     requests = len(hub.log()) if path.startswith("hub") else "-"
                     print(f"| {r + 1} | {name} | {path} | {wall:.1f} | {tokens} | {main_cpu} | {write or '-'}, {sha or '-'} "
                           f"| {workers} | {requests} |", flush=True)

@@ -27,10 +27,10 @@ HTTP client (as a Hub worker does, tokshards.hubrange.RangeFile). The last table
 parts, and gives two estimates of what it would take with the local start-up and a client that cost no
 more than that minimal one: on one machine the loopback server and TCP take CPU the local path spends tokenizing.
 CPU seconds are the tool's own report on its last line: its main process (user + system; of it,
-the threads that write and hash the shards) and the tokenizer processes it ran. The main
-process's cost per token is measured net of its fixed start-up (imports, tokenizer, starting
-workers: the same run stopped after 1,000 tokens), which a long run pays once; its three threads
-each have a core on a big machine, so the busiest one sets the bound.
+the threads that write and hash the shards) and the tokenizer processes it ran (of it, their threads
+that read the row groups). The main process's cost per token is measured net of its fixed start-up
+(imports, tokenizer, starting workers: the same run stopped after 1,000 tokens), which a long run pays
+once; its three threads each have a core on a big machine, so the busiest one sets the bound.
 Table -> bench/out/parent_cost.md.
 """
 import argparse
@@ -57,7 +57,7 @@ from hub_readers import check_card, make_repo  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 CPU = re.compile(r"done: ([\d,]+) tokens.*CPU: main process ([\d.]+) s(?: \(of it, writing ([\d.]+) s and hashing "
-                 r"([\d.]+) s, in threads\))?, workers ([\d.]+) s")
+                 r"([\d.]+) s, in threads\))?, workers ([\d.]+) s(?: \(of it, reading ([\d.]+) s, in threads\))?")
 LINK = 1e9  # bytes/s: the 1 GB/s link of the projection
 BUILD_NANOGPT = (6e6, 9e6)  # tok/s its users report on big machines (README "Measured")
 
@@ -65,7 +65,7 @@ BUILD_NANOGPT = (6e6, 9e6)  # tok/s its users report on big machines (README "Me
 def run_tool(args, env, out, nprocs, logdir, tag):
     """One run of the tool: (wall s, tokens, main-process CPU s, workers CPU s, peak RSS of the process
     tree, of the main process, of the largest worker, the main process's writing and hashing threads' CPU
-    s), the tree sampled every 0.1 s."""
+    s, the workers' reading threads' CPU s), the tree sampled every 0.1 s."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, str(ROOT / "fineweb.py"), *args, "--local-dir", str(out), "--nprocs", str(nprocs)]
     res = bench.run_command(cmd, str(logdir), tag, env)
@@ -74,7 +74,7 @@ def run_tool(args, env, out, nprocs, logdir, tag):
         sys.exit(f"parent_cost: {' '.join(cmd)}: no CPU report in its last line\n{res['stdout'][-2000:]}")
     return (res["wall"], int(m.group(1).replace(",", "")), float(m.group(2)), float(m.group(5)),
             res["peak_rss"], res["peak_main_rss"], res["peak_child_rss"], float(m.group(3) or 0),
-            float(m.group(4) or 0))
+            float(m.group(4) or 0), float(m.group(6) or 0))
 
 
 med = statistics.median
@@ -97,20 +97,27 @@ def hub_against_local(rows, fixed, fixed_workers, fixed_wall, cores):
     wall = {name: med(x[0] for x in rows[name]) for name in ("local", "hub")}
     main = {name: med(x[2] for x in rows[name]) - fixed[name] for name in ("local", "hub")}
     workers = {name: med(x[3] for x in rows[name]) - fixed_workers[name] for name in ("local", "hub")}
-    server = (med(x[9] for x in rows["hub"]) - med(rows["fixed server"])) / cores
+    server = (med(x[10] for x in rows["hub"]) - med(rows["fixed server"])) / cores
     local_read, minimal, hfh = (med(x[k] for x in rows["fetch"]) for k in range(3))
     tcp, client = (minimal - local_read) / cores, (hfh - minimal) / cores
     start = fixed_wall["hub"] - fixed_wall["local"]
     rest = (workers["hub"] - workers["local"]) / cores - tcp - client
+    # the workers' CPU by thread, from the tool's last line: their reading threads (fetch, decompress, decode)
+    # and the rest (the threads that tokenize); each net of its fixed run's, as `workers` is (a fixed run
+    # counts the reading of the one batch it writes, not of the few still in flight when it stops)
+    reading = {name: med(x[9] for x in rows[name]) - med(x[9] for x in rows[f"fixed {name}"]) for name in ("local", "hub")}
+    reading = (reading["hub"] - reading["local"]) / cores
+    others = (workers["hub"] - workers["local"]) / cores - reading
     main_extra = (main["hub"] - main["local"]) / cores
     diff = wall["hub"] - wall["local"]
     local_idle, hub_idle = (idle_after_start(rows, name, fixed, fixed_workers, fixed_wall, cores)[0]
                             for name in ("local", "hub"))
     # the local run's wall plus the Hub's extra work here (the server, TCP, the main process), the HTTP
-    # client as cheap as the minimal one: `most`, the untraced CPU kept too and the cores idle as long as
-    # the local run's; `least`, the untraced CPU the client's and the extra work filling as much of the
-    # local run's idle time as it can (never below the local run's wall). A negative untraced part (the
-    # client cost less in the run than alone) puts `most` below `least`: both are printed, not a range
+    # client as cheap as the minimal one: `most`, the rest of the workers' extra CPU (`rest`: beyond what
+    # the fetches alone cost) kept too and the cores idle as long as the local run's; `least`, that rest the
+    # client's and the extra work filling as much of the local run's idle time as it can (never below the
+    # local run's wall). A negative rest (the client cost less in the run than alone) puts `most` below
+    # `least`: both are printed, not a range
     most = wall["local"] + server + tcp + main_extra + rest
     least = wall["local"] + max(0.0, server + tcp + main_extra - local_idle)
     return ["", f"The Hub run against the local one ({cores} cores; CPU net of each run's start-up, spread over "
@@ -123,16 +130,22 @@ def hub_against_local(rows, fixed, fixed_workers, fixed_wall, cores):
             f"| start-up (revision, file listing, huggingface_hub's import) | {start:.2f} |",
             f"| the loopback server's CPU after start-up / cores (on loopback it also does part of the receiving "
             f"side's TCP work; on the real Hub it is another machine's) | {server:.2f} |",
-            f"| the minimal http.client's CPU beyond reading the bytes from local files / cores | {tcp:.2f} |",
-            f"| huggingface_hub's client's CPU beyond the minimal one's, fetched alone / cores | {client:.2f} |",
-            f"| the workers' other extra CPU (not traced) / cores | {rest:.2f} |",
+            f"| the workers' reading threads' extra CPU (the tool's last line: reading) / cores | {reading:.2f} |",
+            f"| - of it, the minimal http.client's CPU beyond reading the bytes from local files, fetched alone / "
+            f"cores | ({tcp:.2f}) |",
+            f"| - of it, huggingface_hub's client's CPU beyond the minimal one's, fetched alone / cores | "
+            f"({client:.2f}) |",
+            f"| - of it, the rest (the fetches costing more in the run than alone) / cores | "
+            f"({reading - tcp - client:.2f}) |",
+            f"| the workers' other extra CPU (the threads that tokenize) / cores | "
+            f"{others:.2f} |",
             f"| the main process's extra CPU / cores | {main_extra:.2f} |",
-            f"| the change in idle cores (the rest) | {diff - start - server - tcp - client - rest - main_extra:.2f} |",
+            f"| the change in idle cores (the rest) | {diff - start - server - reading - others - main_extra:.2f} |",
             "", f"With the local run's start-up and a client that cost no more than the minimal one, the Hub run would "
-            f"take {least:.1f} s ({wall['local'] / least:.2f} of the local path's speed) if the untraced CPU were the "
-            f"client's too and the server's, TCP's and the main process's extra CPU filled what it can of the "
+            f"take {least:.1f} s ({wall['local'] / least:.2f} of the local path's speed) if the rest of the workers' "
+            f"extra CPU were the client's too and the server's, TCP's and the main process's extra CPU filled what it can of the "
             f"{local_idle:.1f} s the local run's cores sat idle after start-up, and {most:.1f} s "
-            f"({wall['local'] / most:.2f}) with the untraced CPU kept and the cores idle as long as the local run's; the "
+            f"({wall['local'] / most:.2f}) with that rest kept and the cores idle as long as the local run's; the "
             f"Hub run's cores sat idle {hub_idle:.1f} s after start-up, the server's CPU not counted; it took {wall['hub']:.1f} s "
             f"({wall['local'] / wall['hub']:.2f}; by repeat {by_repeat(rows['local'], rows['hub'])})."]
 
@@ -214,7 +227,7 @@ def main():
             bench.wait_for_quiet(30)
             s0 = sum(server.cpu_times()[:2])
             got = run_tool(["--remote", "10BT"], env, work / "hub", a.nprocs, logdir, f"hub{r}")
-            rows["hub"].append((*got, sum(server.cpu_times()[:2]) - s0))  # [9]: the server's CPU
+            rows["hub"].append((*got, sum(server.cpu_times()[:2]) - s0))  # [10]: the server's CPU
             wall = got[0]
             digests.add(shards_digest(work / "hub"))
             shutil.rmtree(env["HF_HOME"], ignore_errors=True)
@@ -275,7 +288,7 @@ def main():
         main_per = max(thread_per, write_per, hash_per)  # three threads, a core each: the busiest is the bound
         work_per = max(1e-9, workers - fixed_workers[path]) / tokens * 1e9
         per[name] = (main_per, work_per)
-        server_cpu = f"{med(x[9] for x in rs):.1f}" if name == "hub" else "-"
+        server_cpu = f"{med(x[10] for x in rs):.1f}" if name == "hub" else "-"
         mem = " / ".join(f"{med(x[k] for x in rs) / 2**20:.0f}" for k in (4, 5, 6)) + " MiB"
         steady = tokens / max(wall - fixed_wall[path], 1e-9)
         lines.append(f"| {name} | {wall:.1f} | {tokens / wall / 1e6:.1f} | {tokens / wall / ceiling_rate:.2f} ({by_repeat(rows['ceiling'], rs)}) | "

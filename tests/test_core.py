@@ -2,6 +2,7 @@
 import gzip
 import json
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -115,6 +116,15 @@ def test_bin_and_llmc_hold_the_same_stream(tmp_path, fmt):
 
 
 @needs_data
+def test_no_workers_no_reading_in_the_last_line(tmp_path, capsys):
+    """--nprocs 0 reads and tokenizes in the main process: the last line claims no workers' reading."""
+    assert main(["--input", str(PARQUETS[0]), "--local-dir", str(tmp_path / "o"), "--nprocs", "0"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    cpu = re.search(r"^done: .*; CPU: (.*, workers [\d.]+ s)\); check with", line)
+    assert cpu and "reading" not in cpu.group(1), line
+
+
+@needs_data
 def test_local_hub_layout_goes_through_datasets_and_matches_input(tmp_path):
     """--dataset DIR (README with configs:) streams with `datasets`; same bytes as --input of its files."""
     r = run_cli("--dataset", FINEWEB_EDU, "--remote", "10BT", "--shard-size", "1M", "--nprocs", "1",
@@ -124,6 +134,9 @@ def test_local_hub_layout_goes_through_datasets_and_matches_input(tmp_path):
     assert shard_files(hub) == ["edufineweb_val_000000.bin", "edufineweb_train_000001.bin",
                                "edufineweb_train_000002.bin", "edufineweb_train_000003.bin"]
     assert "done: 3,508,382 tokens, 2,454 documents, 4 shards" in r.stdout
+    # the worker's CPU, and of it what its threads spent reading the row groups
+    cpu = re.search(r"workers ([\d.]+) s \(of it, reading ([\d.]+) s, in threads\)\); check with", r.stdout)
+    assert cpu and float(cpu.group(2)) <= float(cpu.group(1)), r.stdout
     local = tmp_path / "local"
     r = run_cli("--input", *PARQUETS, "--shard-size", "1M", "--prefix", "edufineweb", "--local-dir", local,
                 "--quiet")

@@ -415,7 +415,7 @@ def run_job(opts, log, t0, pool):
 
         run_rank(job, opts["rank"], opts["world_size"], usable_cpus() if job.nprocs is None else job.nprocs, log=log)
         return 0
-    thread_cpu = None
+    thread_cpu = read_cpu = None
     if opts["engine"] == "ray":
         from .cluster import run_ray
 
@@ -424,23 +424,27 @@ def run_job(opts, log, t0, pool):
         from .pipeline import run
 
         result = run(job, log=log, progress=progress, pool=pool)
-        m, thread_cpu = result.manifest, result.thread_cpu
+        m, thread_cpu, read_cpu = result.manifest, result.thread_cpu, result.read_cpu
     tokens, docs, secs = m.tokens(), sum(s.docs for s in m.shards), time.time() - t0
     if not quiet:
         print(f"done: {tokens:,} tokens, {docs:,} documents, {len(m.shards)} shards in {job.out_dir}/ "
-              f"({secs:.1f}s, {tokens / max(secs, 1e-9) / 1e6:.2f}M tok/s; CPU: {cpu_seconds(thread_cpu)}); "
+              f"({secs:.1f}s, {tokens / max(secs, 1e-9) / 1e6:.2f}M tok/s; CPU: {cpu_seconds(thread_cpu, read_cpu)}); "
               f"check with: python fineweb.py verify {job.out_dir}")
     return 0
 
 
-def cpu_seconds(thread_cpu=None):
+def cpu_seconds(thread_cpu=None, read_cpu=None):
     """CPU time of this process (and of its shard writing and hashing threads) and of the tokenizer
-    processes it ran (user + system), for the last line: where the time went, on whatever machine this is."""
+    processes it ran (user + system; and of it, their threads reading their tasks: a parquet row group,
+    local or over the network, decompressed and decoded, or a byte range of a text file; 0 where this
+    process reads, as for JSON lines), for the last line: where the time went, on whatever machine this is.
+    The reading counts the batches written: those in flight when --max-tokens stops a run are left out."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     threads = ""
     if thread_cpu:
         threads = f" (of it, writing {thread_cpu['write']:.1f} s and hashing {thread_cpu['hash']:.1f} s, in threads)"
-    return f"main process {me.ru_utime + me.ru_stime:.1f} s{threads}, workers {kids.ru_utime + kids.ru_stime:.1f} s"
+    reading = f" (of it, reading {read_cpu:.1f} s, in threads)" if read_cpu is not None else ""
+    return f"main process {me.ru_utime + me.ru_stime:.1f} s{threads}, workers {kids.ru_utime + kids.ru_stime:.1f} s{reading}"
 
 
 def cmd_assemble(argv):

@@ -64,9 +64,19 @@ def open_manifest(out, job, log):
 
 
 @dataclass(frozen=True)
+class Streamed:
+    """What stream() did: whether --max-tokens stopped it, and the CPU seconds the workers' threads spent
+    reading the batches it wrote (not those still in flight when --max-tokens stops it: a few per worker)."""
+
+    stopped: bool
+    read_cpu: float
+
+
+@dataclass(frozen=True)
 class RunResult:
     manifest: Manifest
     thread_cpu: Optional[dict] = None  # CPU seconds of the threads that wrote ("write") and hashed ("hash") shards
+    read_cpu: Optional[float] = None  # CPU seconds the workers' threads spent reading their tasks (None: no workers)
 
 
 def run(job, log=print, progress=None, pool=None):
@@ -128,7 +138,7 @@ def run(job, log=print, progress=None, pool=None):
         progress = progress or NoProgress()
         progress.start(written, job.estimate_tokens())
         try:
-            stopped = stream(job, writer, start, written, nprocs, progress, log, pool)
+            streamed = stream(job, writer, start, written, nprocs, progress, log, pool)
         except BaseException:
             writer.abandon()
             progress.close(ok=False)
@@ -139,15 +149,15 @@ def run(job, log=print, progress=None, pool=None):
         if not m.shards:  # nothing at all came out of the input
             out.remove_run(m)
             raise UserError(f"no documents in the input ({describe_input(job)}); nothing was written")
-        m.complete, m.max_tokens, m.seconds = True, job.max_tokens if stopped else None, round(time.time() - t0, 1)
+        m.complete, m.max_tokens, m.seconds = True, job.max_tokens if streamed.stopped else None, round(time.time() - t0, 1)
         m.save()
         out.publish(m)
-        return RunResult(m, writer.thread_cpu)
+        return RunResult(m, writer.thread_cpu, streamed.read_cpu if nprocs else None)
 
 
 def stream(job, writer, start, total, nprocs, progress, log, pool=None):
-    """Source -> pool -> writer from `start` on; True if --max-tokens stopped it."""
-    skip = start.skip if start else 0
+    """Source -> pool -> writer from `start` on: a Streamed."""
+    skip, read_cpu = (start.skip if start else 0), 0.0
     batches = job.source.batches(start.pos if start else None)
     encoded = tokenize_in_order(batches, job.encoder_args(), nprocs, job.source.fetchers(nprocs), log, pool)
     with closing(batches), closing(encoded):
@@ -159,13 +169,14 @@ def stream(job, writer, start, total, nprocs, progress, log, pool=None):
             if stop:
                 hi = lo + job.max_tokens - total
             writer.add(enc, lo, hi)
+            read_cpu += enc.read_cpu
             total += hi - lo
             progress.update(hi - lo)
             if stop:
                 writer.finish()
-                return True
+                return Streamed(True, read_cpu)
     writer.finish()
-    return False
+    return Streamed(False, read_cpu)
 
 
 def describe_input(job):

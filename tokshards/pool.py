@@ -28,6 +28,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
@@ -60,7 +61,8 @@ class EncoderArgs:
 @dataclass(frozen=True)
 class Encoded:
     """One batch, tokenized: its tokens (end-of-text before each document it begins), where it starts
-    in the source, the source's token_count of each document it begins (or None), and the backend."""
+    in the source, the source's token_count of each document it begins (or None), the backend, and the
+    CPU its reading took in the worker."""
 
     start: Position
     first_continues: bool
@@ -68,6 +70,7 @@ class Encoded:
     counts: Optional[list]
     backend: str
     docs: int  # end-of-text ids among the tokens, counted where they were made (not in the parent)
+    read_cpu: float = 0.0  # CPU s of the worker's thread that read the batch's task (0: the parent read it)
 
 
 def log_stderr(msg):
@@ -199,7 +202,7 @@ class WorkerPool:
         n = len(self.procs)
         busy = [0] * n  # batches in flight per worker
         order = deque()  # (seq, batch start, first_continues) in input order
-        done = {}  # seq -> (tokens, counts, backend, docs)
+        done = {}  # seq -> (tokens, counts, backend, docs, read CPU s)
         owner = {}  # seq -> worker
         # sent and not yet yielded, at most: one slow batch (a Hub retry, a worker late to start) stops
         # the handing out there, instead of the others' results piling up behind it in `done`
@@ -220,8 +223,8 @@ class WorkerPool:
                 seq += 1
             while order and order[0][0] in done:
                 s, start, first_continues = order.popleft()
-                tokens, counts, backend, docs = done.pop(s)
-                yield Encoded(start, first_continues, tokens, counts, backend, docs)
+                tokens, counts, backend, docs, read_cpu = done.pop(s)
+                yield Encoded(start, first_continues, tokens, counts, backend, docs, read_cpu)
             if not order:
                 continue
             for w, msg in self._receive([w for w in range(n) if busy[w]]):
@@ -253,13 +256,13 @@ class WorkerPool:
                 w = conns[r]
                 try:
                     msg = r.recv()
-                    if msg[0] == "ok":  # ("ok", seq, n, counts, backend, docs, block in the ring or None)
+                    if msg[0] == "ok":  # ("ok", seq, n, counts, backend, docs, block in the ring or None, read CPU s)
                         if msg[6] is not None:
                             tokens = self.rings[w].take(msg[6], msg[2], self.dtype)
                         else:  # the n tokens' bytes follow on the pipe
                             tokens = np.empty(msg[2], dtype=self.dtype)
                             receive_into(r, memoryview(tokens).cast("B"))
-                        msg = ("ok", msg[1], tokens, msg[3], msg[4], msg[5])
+                        msg = ("ok", msg[1], tokens, msg[3], msg[4], msg[5], msg[7])
                     out.append((w, msg))
                 except (EOFError, OSError):
                     self._died(w)
@@ -428,7 +431,7 @@ def worker_main(conn, parent_pid, warm=(), preload=None):
         except Exception as e:
             return e
 
-    def finish(seq, batch, got):
+    def finish(seq, batch, got, read_cpu):
         try:
             if error is not None:
                 raise error
@@ -442,16 +445,17 @@ def worker_main(conn, parent_pid, warm=(), preload=None):
         else:
             tokens = np.ascontiguousarray(tokens)
             pos = shared.put(tokens) if shared is not None else None  # else over the pipe, after the message
-            send(("ok", seq, len(tokens), counts, encoder.backend, docs, pos),
+            send(("ok", seq, len(tokens), counts, encoder.backend, docs, pos, read_cpu),
                  None if pos is not None else memoryview(tokens).cast("B"))
 
-    fetched, arrived = {}, threading.Condition()  # seq -> (batch, (texts, counts) or an exception)
+    fetched, arrived = {}, threading.Condition()  # seq -> (batch, (texts, counts) or an exception, its CPU s)
 
     def fetch():
         while (item := inbox.get()) is not None:
+            t0 = time.thread_time()  # this thread's own CPU: the reading, not the tokenizing beside it
             got = read_here(item[0], item[1])
             with arrived:
-                fetched[item[0]] = (item[1], got)
+                fetched[item[0]] = (item[1], got, time.thread_time() - t0)
                 arrived.notify_all()
         inbox.put(None)  # for the next fetcher
 
@@ -460,8 +464,8 @@ def worker_main(conn, parent_pid, warm=(), preload=None):
     while (seq := order.get()) is not None:
         with arrived:
             arrived.wait_for(lambda: seq in fetched)
-            batch, got = fetched.pop(seq)
-        finish(seq, batch, got)
+            batch, got, read_cpu = fetched.pop(seq)
+        finish(seq, batch, got, read_cpu)
 
 
 # The tokens follow their message as raw bytes on the connection's socket (POSIX): received straight
