@@ -438,7 +438,8 @@ def cpu_seconds(thread_cpu=None, read_cpu=None):
     processes it ran (user + system; and of it, their threads reading their tasks: a parquet row group,
     local or over the network, decompressed and decoded, or a byte range of a text file; 0 where this
     process reads, as for JSON lines), for the last line: where the time went, on whatever machine this is.
-    The reading counts the batches written: those in flight when --max-tokens stops a run are left out."""
+    The reading counts the batches taken from the workers: those in flight when --max-tokens stops a run
+    are left out."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     threads = ""
     if thread_cpu:

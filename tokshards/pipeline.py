@@ -66,7 +66,8 @@ def open_manifest(out, job, log):
 @dataclass(frozen=True)
 class Streamed:
     """What stream() did: whether --max-tokens stopped it, and the CPU seconds the workers' threads spent
-    reading the batches it wrote (not those still in flight when --max-tokens stops it: a few per worker)."""
+    reading the batches it took from them (a resumed run's skipped ones too; not those still in flight when
+    --max-tokens stops it: a few per worker)."""
 
     stopped: bool
     read_cpu: float
