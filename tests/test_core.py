@@ -1,5 +1,6 @@
 """The core contract: exact token streams, file bytes, names, formats, and one-line errors."""
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -268,6 +269,24 @@ def test_user_errors_are_one_line_and_leave_no_shards(tmp_path):
         r = run_cli(*args, "--local-dir", out, "--nprocs", "0")
         one_line_error(r, *needles)
         assert not out.exists() or not shard_files(out), args
+
+
+@pytest.mark.parametrize("cached", ["none", "damaged"])
+def test_a_vocabulary_that_cannot_be_read_is_one_line(tmp_path, cached):
+    """gpt2's files neither in tiktoken's cache nor downloadable (a proxy on a closed loopback port: no
+    traffic leaves the machine), or in it damaged (tiktoken checks their sha256 and downloads again)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if cached == "damaged":  # named as tiktoken names its cache entries: the sha1 of the address
+        for name in ("encoder.json", "vocab.bpe"):
+            url = f"https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/{name}"
+            (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(b"damaged")
+    (tmp_path / "t.txt").write_text("hello")
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(cache), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": ""}
+    r = run_cli("--input", tmp_path / "t.txt", "--local-dir", tmp_path / "o", "--nprocs", "0", env=env)
+    one_line_error(r, "could not load tiktoken encoding 'gpt2'", "set TIKTOKEN_CACHE_DIR")
+    assert not (tmp_path / "o").exists()
 
 
 def test_help_documents_every_flag():

@@ -205,6 +205,42 @@ def test_workers_get_the_parents_tiktoken_encoding(monkeypatch):
     assert enc.spec.eot == SLOW.spec.eot and enc.spec.n_vocab == SLOW.spec.n_vocab
 
 
+def test_gpt2_parts_are_tiktokens_own():
+    """The parent reads gpt2 from encoder.json alone (fastgpt2.gpt2_parts): tiktoken's loader's very
+    arguments, the ranks in the same order, and the content hash tokspec checks them against."""
+    import tiktoken
+
+    own = tokspec.tiktoken_parts(tiktoken.get_encoding("gpt2"))
+    fast = fastgpt2.gpt2_parts()
+    assert fast == own and list(fast["mergeable_ranks"].items()) == list(own["mergeable_ranks"].items())
+    assert tokspec.tiktoken_sha256(own) == tokspec.GPT2_SHA256
+    assert tokspec.tiktoken_sha256(tokspec.tiktoken_parts(tiktoken.get_encoding("r50k_base"))) == tokspec.GPT2_SHA256
+    spec, parts = tokspec.load("gpt2")
+    assert parts == own and (spec.n_vocab, spec.eot, spec.sha256) == (50257, 50256, tokspec.GPT2_SHA256)
+
+
+def test_gpt2_parts_that_hash_otherwise_are_not_used(monkeypatch):
+    """Ranks read otherwise than tiktoken reads them (here two swapped) are caught by the content hash,
+    and tiktoken's own loader is used instead: the spec and the workers' encoding are tiktoken's."""
+    import tiktoken
+
+    read = fastgpt2.gpt2_parts
+
+    def swapped():
+        parts = read()
+        ranks = parts["mergeable_ranks"]
+        ranks[b"the"], ranks[b" the"] = ranks[b" the"], ranks[b"the"]
+        return parts
+
+    calls = []
+    get_encoding = tiktoken.get_encoding
+    monkeypatch.setattr(fastgpt2, "gpt2_parts", swapped)
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: calls.append(name) or get_encoding(name))
+    spec, parts = tokspec.load("gpt2")
+    assert calls == ["gpt2"]
+    assert parts == tokspec.tiktoken_parts(get_encoding("gpt2")) and spec.sha256 == tokspec.GPT2_SHA256
+
+
 def test_missing_fastokens(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "fastokens", None)  # import fails as if not installed
     (tmp_path / "t.txt").write_text("hello\n\nworld")

@@ -34,12 +34,17 @@ class Unavailable(Exception):
     """The fast path cannot be used here; the message says why."""
 
 
-def tokenizer_json():
-    """GPT-2's tokenizer.json (ByteLevel BPE, no added tokens) from tiktoken's cached files."""
+def _read(name):
+    """One of GPT-2's files, from tiktoken's cache (downloaded on first use), its sha256 checked by tiktoken."""
     from tiktoken.load import read_file_cached
 
-    vocab = json.loads(read_file_cached(_GPT2 + "encoder.json", _FILES["encoder.json"]))
-    merges = [m for m in read_file_cached(_GPT2 + "vocab.bpe", _FILES["vocab.bpe"]).decode().split("\n")[1:] if m]
+    return read_file_cached(_GPT2 + name, _FILES[name])
+
+
+def tokenizer_json():
+    """GPT-2's tokenizer.json (ByteLevel BPE, no added tokens) from tiktoken's cached files."""
+    vocab = json.loads(_read("encoder.json"))
+    merges = [m for m in _read("vocab.bpe").decode().split("\n")[1:] if m]
     vocab.pop("<|endoftext|>", None)  # an ordinary-text encoder: no special tokens at all
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
     return json.dumps({
@@ -49,6 +54,29 @@ def tokenizer_json():
                   "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
                   "vocab": vocab, "merges": merges},
     })
+
+
+def _data_gym_bytes():
+    """str.translate table from GPT-2's file alphabet to bytes as latin-1 code points: a printable
+    byte other than the space stands for itself, every other byte b for chr(256 + its place among
+    them), the mapping of tiktoken.load.data_gym_to_mergeable_bpe_ranks."""
+    shifted = [b for b in range(256) if not (chr(b).isprintable() and chr(b) != " ")]
+    return {256 + n: b for n, b in enumerate(shifted)}
+
+
+def gpt2_parts():
+    """tiktoken's gpt2 Encoding arguments (tokspec.tiktoken_parts' shape) read from encoder.json alone,
+    each token's bytes by one str.translate: ~0.05 s of the main process's start-up, where tiktoken's
+    loader spends ~0.35 s in Python rebuilding the same ranks from vocab.bpe's merges and comparing
+    them with this file. The same ranks in the same order (tests/test_fast_tokenizer.py); tokspec.load
+    takes them only when their content hash is the one tiktoken's own loader gives (GPT2_SHA256)."""
+    from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
+
+    table, vocab = _data_gym_bytes(), json.loads(_read("encoder.json"))
+    specials = (ENDOFTEXT, "<|startoftext|>")  # not mergeable: tiktoken drops them from the ranks too
+    ranks = {token.translate(table).encode("latin-1"): rank for token, rank in vocab.items() if token not in specials}
+    return {"name": "gpt2", "pat_str": r50k_pat_str, "mergeable_ranks": ranks,
+            "special_tokens": {ENDOFTEXT: vocab[ENDOFTEXT]}}
 
 
 class FastTokens:

@@ -21,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import fastgpt2
 from .errors import UserError
 
 # Without a tokenizer_config.json, the tokens looked for, in order, as the end and the beginning of text.
@@ -28,6 +29,9 @@ EOS_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")
 BOS_CANDIDATES = ("<|begin_of_text|>", "<s>", "<bos>")
 # What the tool used as "the delimiter" of a tokenizer.json before it knew BOS from EOS (its bytes stay).
 EOT_CANDIDATES = EOS_CANDIDATES + ("<|begin_of_text|>", "<s>")
+# tiktoken_sha256 of gpt2 as tiktoken's own loader gives it (and of r50k_base: the same ranks, pattern and
+# special token): fastgpt2.gpt2_parts is used only when it reads the same (tests/test_fast_tokenizer.py)
+GPT2_SHA256 = "4feda9b925e17410f7496d0e581085dfcc670cdd4c37fbe2b773d448a6c08783"
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # Document-boundary policies: the ids put around every document.
@@ -171,31 +175,14 @@ def _dtype(n_vocab):
 
 
 def _load_tiktoken(name, eot_token, policy):
-    import tiktoken
-
-    try:
-        enc = tiktoken.get_encoding(name)
-    except ValueError:
-        raise UserError(
-            f"unknown tokenizer {name!r}: use a tiktoken encoding "
-            f"({', '.join(tiktoken.list_encoding_names())}) or a path to a tokenizer.json"
-        ) from None
-    except Exception as e:  # vocab download failed (offline machine)
-        raise UserError(
-            f"could not load tiktoken encoding {name!r} ({type(e).__name__}: {e}); "
-            "tiktoken downloads its vocabulary on first use: check the network or set TIKTOKEN_CACHE_DIR"
-        ) from None
-    parts = tiktoken_parts(enc)
-    if eot_token is None:
-        eot_token, eot = "<|endoftext|>", enc.eot_token
-        eot_token = next((t for t, i in parts["special_tokens"].items() if i == eot), eot_token)
-    else:
+    parts, sha = _tiktoken_parts(name)
+    specials = parts["special_tokens"]
+    eot_token = eot_token or "<|endoftext|>"  # tiktoken's Encoding.eot_token
+    if eot_token not in specials:
         # a special token only: text can encode to an ordinary one, and documents would run together
-        if eot_token not in enc.special_tokens_set:
-            specials = ", ".join(sorted(enc.special_tokens_set))
-            raise UserError(f"--eot-token {eot_token!r} is not a special token of {name} "
-                            f"(its special tokens: {specials})")
-        eot = enc.encode_single_token(eot_token)
+        raise UserError(f"--eot-token {eot_token!r} is not a special token of {name} "
+                        f"(its special tokens: {', '.join(sorted(specials))})")
+    eot = specials[eot_token]
     # tiktoken's encodings have one end-of-text token and no BOS: GPT-2's convention puts it before
     # every document (build-nanogpt, llm.c), or after it (Megatron's --append-eod) if asked.
     policy = policy or "eot-before"
@@ -203,9 +190,35 @@ def _load_tiktoken(name, eot_token, policy):
         raise UserError(f"--doc-boundary {policy}: {name} has no beginning-of-text token; "
                         "use eot-before or eos-after")
     boundary = Boundary(policy, (int(eot),), ()) if policy == "eot-before" else Boundary(policy, (), (int(eot),))
-    spec = TokenizerSpec(name, "tiktoken", boundary, enc.n_vocab, _dtype(enc.n_vocab), tiktoken_sha256(parts),
+    n_vocab = 1 + max(max(parts["mergeable_ranks"].values()), max(specials.values()))  # tiktoken's Encoding.n_vocab
+    spec = TokenizerSpec(name, "tiktoken", boundary, n_vocab, _dtype(n_vocab), sha,
                          CUT_RULES.get(name), ((eot_token, int(eot)),))
     return spec, parts
+
+
+def _tiktoken_parts(name):
+    """(tiktoken's Encoding arguments for encoding `name`, their tiktoken_sha256): for gpt2 read by
+    fastgpt2.gpt2_parts when they hash to what tiktoken's own loader gives (GPT2_SHA256), else from
+    tiktoken.get_encoding."""
+    import tiktoken
+
+    if name not in tiktoken.list_encoding_names():
+        raise UserError(
+            f"unknown tokenizer {name!r}: use a tiktoken encoding "
+            f"({', '.join(tiktoken.list_encoding_names())}) or a path to a tokenizer.json"
+        )
+    try:
+        if name == "gpt2":
+            parts = fastgpt2.gpt2_parts()
+            if tiktoken_sha256(parts) == GPT2_SHA256:
+                return parts, GPT2_SHA256
+        parts = tiktoken_parts(tiktoken.get_encoding(name))
+        return parts, tiktoken_sha256(parts)
+    except Exception as e:  # vocab download failed (offline machine)
+        raise UserError(
+            f"could not load tiktoken encoding {name!r} ({type(e).__name__}: {e}); "
+            "tiktoken downloads its vocabulary on first use: check the network or set TIKTOKEN_CACHE_DIR"
+        ) from None
 
 
 def tiktoken_parts(enc):
