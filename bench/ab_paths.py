@@ -7,6 +7,7 @@ same machine. Prints the wall seconds and the tool's own CPU report of every run
     python bench/ab_paths.py --before /tmp/before            # --after defaults to this checkout
     python bench/ab_paths.py --before /tmp/before --rounds 5 --files 40 --file-mb 24
     python bench/ab_paths.py --before /tmp/before --delay 0.03   # + the Hub with 30 ms before each data request
+    python bench/ab_paths.py --before /tmp/before --max-tokens 1000 --rounds 8   # start-up alone
 
 The input is parent_cost.py's (40 parquet files of ~24 MB, made once under bench/data/, git-ignored).
 """
@@ -39,6 +40,7 @@ def main():
     ap.add_argument("--delay", type=float, default=0,
                     help="also run the Hub path with this many seconds' wait before every request for a data "
                          "file (the server's 'delay' fault): a stand-in for a far Hub's round trip")
+    ap.add_argument("--max-tokens", help="stop each run after this many tokens (1000: its fixed start-up alone)")
     a = ap.parse_args()
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT.parent / "shared" / "tiktoken-cache"))
     repo = make_repo(a.files, a.file_mb)
@@ -64,8 +66,9 @@ def main():
                     else:
                         env, args = bench.child_env(), ["--input", *map(str, files)]
                     t0 = time.time()
-                    p = subprocess.run([sys.executable, str(Path(tree) / "fineweb.py"), *args, "--local-dir", str(out),
-                                        "--nprocs", str(a.nprocs)], env=env, capture_output=True, text=True)
+                    stop = ["--max-tokens", a.max_tokens] if a.max_tokens else []
+                    p = subprocess.run([sys.executable, str(Path(tree) / "fineweb.py"), *args, *stop, "--local-dir",
+                                        str(out), "--nprocs", str(a.nprocs)], env=env, capture_output=True, text=True)
                     wall = time.time() - t0
                     m = CPU.search(p.stdout + p.stderr)
                     if p.returncode or not m:
