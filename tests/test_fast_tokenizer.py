@@ -205,9 +205,10 @@ def test_workers_get_the_parents_tiktoken_encoding(monkeypatch):
     assert enc.spec.eot == SLOW.spec.eot and enc.spec.n_vocab == SLOW.spec.n_vocab
 
 
-def test_gpt2_parts_are_tiktokens_own():
+def test_gpt2_parts_are_tiktokens_own(monkeypatch):
     """The parent reads gpt2 from encoder.json alone (fastgpt2.gpt2_parts): tiktoken's loader's very
-    arguments, the ranks in the same order, and the content hash tokspec checks them against."""
+    arguments, the ranks in the same order, and the content hash tokspec checks them against. Under
+    the tiktoken installed here, which must be one they were compared with, tiktoken's loader is not run."""
     import tiktoken
 
     own = tokspec.tiktoken_parts(tiktoken.get_encoding("gpt2"))
@@ -215,26 +216,44 @@ def test_gpt2_parts_are_tiktokens_own():
     assert fast == own and list(fast["mergeable_ranks"].items()) == list(own["mergeable_ranks"].items())
     assert tokspec.tiktoken_sha256(own) == tokspec.GPT2_SHA256
     assert tokspec.tiktoken_sha256(tokspec.tiktoken_parts(tiktoken.get_encoding("r50k_base"))) == tokspec.GPT2_SHA256
+    assert tokspec.package_version("tiktoken").startswith(tokspec.GPT2_PROVEN_TIKTOKEN)
+
+    def no_get_encoding(name):
+        raise AssertionError("tiktoken.get_encoding was called")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", no_get_encoding)
     spec, parts = tokspec.load("gpt2")
     assert parts == own and (spec.n_vocab, spec.eot, spec.sha256) == (50257, 50256, tokspec.GPT2_SHA256)
 
 
-def test_gpt2_parts_that_hash_otherwise_are_not_used(monkeypatch):
-    """Ranks read otherwise than tiktoken reads them (here two swapped) are caught by the content hash,
-    and tiktoken's own loader is used instead: the spec and the workers' encoding are tiktoken's."""
-    import tiktoken
-
-    read = fastgpt2.gpt2_parts
-
+def swapped_ranks(read):
     def swapped():
         parts = read()
         ranks = parts["mergeable_ranks"]
         ranks[b"the"], ranks[b" the"] = ranks[b" the"], ranks[b"the"]
         return parts
+    return swapped
 
-    calls = []
+
+def unreadable():
+    raise ImportError("cannot import name 'r50k_pat_str'")  # as a tiktoken that renamed it would
+
+
+@pytest.mark.parametrize("case", ["other ranks", "an error", "another tiktoken"])
+def test_gpt2_parts_are_not_used_where_they_may_differ(monkeypatch, case):
+    """Ranks read otherwise than tiktoken reads them (here two swapped: their content hash differs), a
+    failure reading them, or a tiktoken they were not compared with: tiktoken's own loader is used
+    instead, and the spec and the workers' encoding are tiktoken's."""
+    import tiktoken
+
     get_encoding = tiktoken.get_encoding
-    monkeypatch.setattr(fastgpt2, "gpt2_parts", swapped)
+    if case == "other ranks":
+        monkeypatch.setattr(fastgpt2, "gpt2_parts", swapped_ranks(fastgpt2.gpt2_parts))
+    elif case == "an error":
+        monkeypatch.setattr(fastgpt2, "gpt2_parts", unreadable)
+    else:
+        monkeypatch.setattr(tokspec, "GPT2_PROVEN_TIKTOKEN", ("0.0.",))
+    calls = []
     monkeypatch.setattr(tiktoken, "get_encoding", lambda name: calls.append(name) or get_encoding(name))
     spec, parts = tokspec.load("gpt2")
     assert calls == ["gpt2"]

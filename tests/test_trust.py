@@ -204,6 +204,7 @@ def test_llmc_shard_size_over_int32_is_refused_at_start(tmp_path, small):
     (["--prefix", "../up"], ["--prefix '../up'"]),
     (["--eot-token", "<|nope|>"], ["--eot-token '<|nope|>'", "gpt2"]),
     (["--eot-token", "."], ["--eot-token '.' is not a special token of gpt2"]),
+    (["--eot-token", ""], ["--eot-token '' is not a special token of gpt2"]),
     (["--local-dir", "nosuch://bucket/x"], ["nosuch://bucket/x: writing there needs conditional writes", "s3://", "az://"]),
     (["--max-tokens", "0"], ["not a whole positive number"]),
     (["--shard-size", "1e400"], ["not a whole positive number"]),

@@ -14,27 +14,19 @@ Encoders are built where they encode (a worker process, or this one with --nproc
 - tokenizers: a tokenizer.json, with special-token text encoded as plain text, never with its own
   post-processor's specials (add_special_tokens=False): the policy alone adds ids.
 """
-from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 
 import numpy as np
 
 from . import fastgpt2, fastjson
 from .errors import UserError
-from .tokspec import load_json_tokenizer
+from .tokspec import load_json_tokenizer, package_version
 
 BACKENDS = ("auto", "fast", "tiktoken")
 
 
 class MismatchError(Exception):
     """The fast backend disagreed with the reference library: never written, the run stops."""
-
-
-def package_version(pkg):
-    try:
-        return version(pkg)
-    except PackageNotFoundError:
-        return "?"
 
 
 def backend_note(spec, backend):

@@ -66,10 +66,11 @@ def _data_gym_bytes():
 
 def gpt2_parts():
     """tiktoken's gpt2 Encoding arguments (tokspec.tiktoken_parts' shape) read from encoder.json alone,
-    each token's bytes by one str.translate: ~0.05 s of the main process's start-up, where tiktoken's
-    loader spends ~0.35 s in Python rebuilding the same ranks from vocab.bpe's merges and comparing
+    each token's bytes by one str.translate: ~0.1 s of the main process's start-up, where tiktoken's
+    loader spends 0.25-0.5 s in Python rebuilding the same ranks from vocab.bpe's merges and comparing
     them with this file. The same ranks in the same order (tests/test_fast_tokenizer.py); tokspec.load
-    takes them only when their content hash is the one tiktoken's own loader gives (GPT2_SHA256)."""
+    takes them only under the tiktoken versions they were compared with and when their content hash is
+    the one tiktoken's own loader gives (GPT2_PROVEN_TIKTOKEN, GPT2_SHA256)."""
     from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
 
     table, vocab = _data_gym_bytes(), json.loads(_read("encoder.json"))

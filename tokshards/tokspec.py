@@ -17,6 +17,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Optional
 
 import numpy as np
@@ -30,8 +31,10 @@ BOS_CANDIDATES = ("<|begin_of_text|>", "<s>", "<bos>")
 # What the tool used as "the delimiter" of a tokenizer.json before it knew BOS from EOS (its bytes stay).
 EOT_CANDIDATES = EOS_CANDIDATES + ("<|begin_of_text|>", "<s>")
 # tiktoken_sha256 of gpt2 as tiktoken's own loader gives it (and of r50k_base: the same ranks, pattern and
-# special token): fastgpt2.gpt2_parts is used only when it reads the same (tests/test_fast_tokenizer.py)
+# special token), and the tiktoken versions whose loader fastgpt2.gpt2_parts was compared with
+# (tests/test_fast_tokenizer.py): with another version, or parts that hash otherwise, tiktoken loads gpt2
 GPT2_SHA256 = "4feda9b925e17410f7496d0e581085dfcc670cdd4c37fbe2b773d448a6c08783"
+GPT2_PROVEN_TIKTOKEN = ("0.14.",)
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # Document-boundary policies: the ids put around every document.
@@ -177,7 +180,7 @@ def _dtype(n_vocab):
 def _load_tiktoken(name, eot_token, policy):
     parts, sha = _tiktoken_parts(name)
     specials = parts["special_tokens"]
-    eot_token = eot_token or "<|endoftext|>"  # tiktoken's Encoding.eot_token
+    eot_token = "<|endoftext|>" if eot_token is None else eot_token  # tiktoken's Encoding.eot_token
     if eot_token not in specials:
         # a special token only: text can encode to an ordinary one, and documents would run together
         raise UserError(f"--eot-token {eot_token!r} is not a special token of {name} "
@@ -197,9 +200,8 @@ def _load_tiktoken(name, eot_token, policy):
 
 
 def _tiktoken_parts(name):
-    """(tiktoken's Encoding arguments for encoding `name`, their tiktoken_sha256): for gpt2 read by
-    fastgpt2.gpt2_parts when they hash to what tiktoken's own loader gives (GPT2_SHA256), else from
-    tiktoken.get_encoding."""
+    """(tiktoken's Encoding arguments for encoding `name`, their tiktoken_sha256): for gpt2 those of
+    fastgpt2.gpt2_parts where they stand for tiktoken's own (_fast_gpt2), else tiktoken.get_encoding's."""
     import tiktoken
 
     if name not in tiktoken.list_encoding_names():
@@ -207,18 +209,37 @@ def _tiktoken_parts(name):
             f"unknown tokenizer {name!r}: use a tiktoken encoding "
             f"({', '.join(tiktoken.list_encoding_names())}) or a path to a tokenizer.json"
         )
+    parts = _fast_gpt2() if name == "gpt2" else None
+    if parts is not None:
+        return parts, GPT2_SHA256
     try:
-        if name == "gpt2":
-            parts = fastgpt2.gpt2_parts()
-            if tiktoken_sha256(parts) == GPT2_SHA256:
-                return parts, GPT2_SHA256
         parts = tiktoken_parts(tiktoken.get_encoding(name))
-        return parts, tiktoken_sha256(parts)
     except Exception as e:  # vocab download failed (offline machine)
         raise UserError(
             f"could not load tiktoken encoding {name!r} ({type(e).__name__}: {e}); "
             "tiktoken downloads its vocabulary on first use: check the network or set TIKTOKEN_CACHE_DIR"
         ) from None
+    return parts, tiktoken_sha256(parts)
+
+
+def _fast_gpt2():
+    """fastgpt2.gpt2_parts, or None where they may not stand for tiktoken's loader: another tiktoken
+    version than GPT2_PROVEN_TIKTOKEN, any error reading them (tiktoken's loader then reads the same
+    files and says what is wrong), or a content hash other than GPT2_SHA256 (~0.04 s to compute)."""
+    if not package_version("tiktoken").startswith(GPT2_PROVEN_TIKTOKEN):
+        return None
+    try:
+        parts = fastgpt2.gpt2_parts()
+    except Exception:
+        return None
+    return parts if tiktoken_sha256(parts) == GPT2_SHA256 else None
+
+
+def package_version(pkg):
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return "?"
 
 
 def tiktoken_parts(enc):
